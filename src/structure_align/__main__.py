@@ -1,0 +1,3 @@
+from structure_align.cli import main
+
+raise SystemExit(main())
