@@ -1,0 +1,258 @@
+"""Source and dataset registries (DESIGN.md "Manifest"; paper-spec §7 datasets, offline-assets.md sources).
+
+A *source* is a pinned package fetched with an ordinary client (apt, npm) or a directory the user provides (local);
+a *dataset* is a builder that turns one or more acquired sources into a manifest table plus a :class:`DatasetInfo`.
+Source modules register themselves at import time through :func:`register_source` and :func:`register_dataset`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+CLIENTS: tuple[str, ...] = ("apt", "npm", "local")
+TASKS: tuple[str, ...] = ("pairs", "zeroshot", "retrieval")
+# every builder takes these two options (CI subsets and the seeded split); added to each spec's defaults
+COMMON_OPTIONS: dict[str, Any] = {"limit": None, "seed": 0}
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.+-]*$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class UnknownNameError(KeyError):
+    """A dataset or source name that is not registered; the message lists the registered names."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message and hide the line breaks / quotes
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A pinned raw source.
+
+    ``files`` are paths (relative to the unpacked package root) that must exist after acquisition; they are what the
+    dataset builders read, so acquisition checks them before writing ``SOURCE.json``. For ``local`` sources
+    ``package`` is a human hint of what to place under ``resources/<name>/`` and ``version``/``sha256`` may be empty.
+    """
+
+    name: str
+    client: str
+    package: str
+    version: str
+    sha256: str
+    files: tuple[str, ...] = ()
+    licence: str = ""
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise ValueError(f"source name {self.name!r} must match {_NAME_RE.pattern}")
+        if self.client not in CLIENTS:
+            raise ValueError(f"source {self.name!r}: client {self.client!r} is not one of {CLIENTS}")
+        if self.client != "local":
+            if not self.package or not self.version:
+                raise ValueError(f"source {self.name!r}: client {self.client!r} needs a package and a pinned version")
+            if not _SHA256_RE.match(self.sha256):
+                raise ValueError(f"source {self.name!r}: sha256 {self.sha256!r} is not 64 lower-case hex digits")
+        object.__setattr__(self, "files", tuple(self.files))
+
+
+@dataclass
+class DatasetInfo:
+    """The JSON that sits beside every manifest parquet (DESIGN.md "Manifest").
+
+    ``templates`` hold exactly one ``{}`` each and are only used for zero-shot sets; ``counts`` is free-form
+    bookkeeping of the builder (skipped files, duplicates, ...); ``manifest_sha256`` is filled in by
+    :func:`structure_align.data.manifest.write_manifest`.
+    """
+
+    name: str
+    task: str
+    classnames: list[str] = field(default_factory=list)
+    templates: list[str] = field(default_factory=list)
+    source: str = ""
+    version: str = ""
+    description: str = ""
+    counts: dict[str, Any] = field(default_factory=dict)
+    manifest_sha256: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict, keys in field order."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "DatasetInfo") -> DatasetInfo:
+        """Rebuild from :meth:`to_dict` output; unknown or missing keys raise ``ValueError`` naming ``where``."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ValueError(f"{where}: unknown DatasetInfo keys {unknown}; expected {names}")
+        for key in ("name", "task"):
+            if key not in data:
+                raise ValueError(f"{where}: DatasetInfo key {key!r} is missing")
+        return cls(**{k: data[k] for k in names if k in data})
+
+
+BuildFn = Callable[..., "tuple[pd.DataFrame, DatasetInfo]"]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: its sources, task, builder and option defaults.
+
+    ``build(resources_dir, images_dir, **options) -> (df, info)``: ``resources_dir`` is the root that holds
+    ``<source>/`` folders, ``images_dir`` the folder reserved for this dataset's materialised images.
+    """
+
+    name: str
+    sources: tuple[str, ...]
+    task: str
+    build: BuildFn
+    description: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        """The primary source name ('' for datasets that need none)."""
+        return self.sources[0] if self.sources else ""
+
+    def resolve_options(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults overridden by ``options``; an unknown option name raises ``ValueError`` listing the known ones."""
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise ValueError(f"dataset {self.name!r}: unknown option(s) {unknown}; known: {sorted(self.options)}")
+        merged = {**self.options, **options}
+        limit = merged.get("limit")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ValueError(f"dataset {self.name!r}: option limit={limit!r} must be None or a positive int")
+        seed = merged.get("seed")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"dataset {self.name!r}: option seed={seed!r} must be an int")
+        return merged
+
+
+SOURCES: dict[str, SourceSpec] = {}
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register_source(spec: SourceSpec) -> SourceSpec:
+    """Add a source; re-registering the same name with a different spec is an error (pins must be unique)."""
+    old = SOURCES.get(spec.name)
+    if old is not None and old != spec:
+        raise ValueError(f"source {spec.name!r} is already registered with a different spec: {old}")
+    SOURCES[spec.name] = spec
+    return spec
+
+
+def _check_builder_signature(name: str, build: BuildFn, options: Mapping[str, Any]) -> None:
+    """Fail at import time, not mid-workflow, when a builder cannot take its declared options."""
+    params = inspect.signature(build).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    missing = [opt for opt in options if opt not in params]
+    if missing:
+        raise TypeError(f"dataset {name!r}: builder {build.__qualname__} does not accept option(s) {missing}")
+
+
+def register_dataset(name: str, *, sources: str | tuple[str, ...] | list[str] = (), task: str,
+                     description: str = "", options: Mapping[str, Any] | None = None) -> Callable[[BuildFn], BuildFn]:
+    """Decorator registering ``build(resources_dir, images_dir, **options)`` as dataset ``name``.
+
+    ``options`` are the defaults; ``limit`` (None = all rows) and ``seed`` (0) are always added. The sources must be
+    registered first so that a typo surfaces when the module is imported.
+    """
+    if not _NAME_RE.match(name):
+        raise ValueError(f"dataset name {name!r} must match {_NAME_RE.pattern}")
+    if task not in TASKS:
+        raise ValueError(f"dataset {name!r}: task {task!r} is not one of {TASKS}")
+    source_names = (sources,) if isinstance(sources, str) else tuple(sources)
+    for src in source_names:
+        if src not in SOURCES:
+            raise ValueError(f"dataset {name!r}: source {src!r} is not registered; known: {sorted(SOURCES)}")
+    defaults = {**COMMON_OPTIONS, **dict(options or {})}
+
+    def decorator(build: BuildFn) -> BuildFn:
+        _check_builder_signature(name, build, defaults)
+        spec = DatasetSpec(name=name, sources=source_names, task=task, build=build, description=description,
+                           options=defaults)
+        old = DATASETS.get(name)
+        if old is not None and old.build is not build:
+            raise ValueError(f"dataset {name!r} is already registered by {old.build.__module__}")
+        DATASETS[name] = spec
+        return build
+
+    return decorator
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    """The spec of ``name``; unknown names raise :class:`UnknownNameError` listing the registered datasets."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise UnknownNameError(f"unknown dataset {name!r}; registered datasets: {', '.join(sorted(DATASETS))}") from None
+
+
+def get_source(name: str) -> SourceSpec:
+    """The spec of ``name``; unknown names raise :class:`UnknownNameError` listing the registered sources."""
+    try:
+        return SOURCES[name]
+    except KeyError:
+        raise UnknownNameError(f"unknown source {name!r}; registered sources: {', '.join(sorted(SOURCES))}") from None
+
+
+def source_dir(resources_dir: str | Path, name: str) -> Path:
+    """``resources/<name>/`` of an acquired source; raises ``FileNotFoundError`` saying how to acquire it."""
+    get_source(name)
+    path = Path(resources_dir) / name
+    if not (path / "SOURCE.json").is_file():
+        raise FileNotFoundError(
+            f"source {name!r} is not acquired: {path / 'SOURCE.json'} is missing; acquire it first with "
+            f"structure_align.data.acquire({name!r}, {str(resources_dir)!r}) (the workflow's acquire step)")
+    return path
+
+
+def list_datasets() -> list[str]:
+    """Registered dataset names, sorted."""
+    return sorted(DATASETS)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# pinned offline sources (offline-assets.md); versions are those of Debian bookworm / the npm registry, sha256 of
+# the exact .deb / .tgz bytes measured when they were pinned
+# ---------------------------------------------------------------------------------------------------------------
+register_source(SourceSpec(
+    name="tuxpaint-stamps-default", client="apt", package="tuxpaint-stamps-default", version="2022.06.04-1",
+    sha256="6db6c1bfc870a47f1499d6203b083522eacb57c5f9c87d468f2e92eb6d9d5f34",
+    files=("usr/share/tuxpaint/stamps",), licence="GPL-2.0-or-later",
+    description="Tux Paint rubber stamps: PNG/SVG drawings with an English caption in a .txt beside each"))
+register_source(SourceSpec(
+    name="emoji-datasource-google", client="npm", package="emoji-datasource-google", version="16.0.0",
+    sha256="fb5fd131b362aab7a55542d2a147a79708cce0a8b1c1bbacd470172708b5c438",
+    files=("emoji.json", "img/google/64"), licence="MIT (data), Apache-2.0 (Noto emoji images)",
+    description="Google Noto emoji PNGs (64 px) with Unicode names and categories in emoji.json"))
+register_source(SourceSpec(
+    name="dataset-fashion-mnist", client="apt", package="dataset-fashion-mnist",
+    version="0.0~git20200523.55506a9-1",
+    sha256="39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0",
+    files=("usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz",
+           "usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz"), licence="MIT",
+    description="Fashion-MNIST (Zalando) as gzip'd IDX files, 60k train + 10k test, 28x28 gray, 10 classes"))
+register_source(SourceSpec(
+    name="gcompris-qt-data", client="apt", package="gcompris-qt-data", version="3.1-2",
+    sha256="e9cf06ab2105529068df73085784e835d2ff03f870d2a8091f09125d40abac9f",
+    files=("usr/share/gcompris-qt/rcc",), licence="per-file: public domain / CC0 / CC-BY-SA (see the package's copyright)",
+    description="GCompris activity data as Qt .rcc bundles (explore_* photos with titles/descriptions, categorization)"))
+register_source(SourceSpec(
+    name="pysiogame", client="apt", package="pysiogame", version="4.20.01-1",
+    sha256="6b22766dfd8ef3a046c2665fe2598ac8a1ecee3d331bda38accf53de65bc59bf",
+    files=("usr/share/games/pysiogame/res/images/art4apps",),
+    licence="not stated separately for the Art4Apps images: keep them out of anything redistributed",
+    description="pysiogame game data (extracted only, never installed); holds 585 Art4Apps drawings in 12 categories"))
