@@ -1,0 +1,129 @@
+"""CCA / CSA (paper-spec §4.3, §4.4): planted subspace recovery, weighting, refinement, whitening, save/load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from structure_align.csa import CSA, fit_cca, whiten
+from structure_align.heads import load_aligner
+
+RHOS = (0.95, 0.8, 0.6)
+
+
+def _planted(n: int = 20000, dx: int = 10, dy: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                 torch.Tensor]:
+    """3 shared latents with correlations RHOS, independent noise elsewhere, hidden by random invertible maps."""
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    rho = torch.tensor(RHOS, dtype=torch.float64)
+    x_lat = torch.cat([s, torch.randn(n, dx - 3, generator=g, dtype=torch.float64)], dim=1)
+    y_shared = rho * s + (1 - rho**2).sqrt() * torch.randn(n, 3, generator=g, dtype=torch.float64)
+    y_lat = torch.cat([y_shared, torch.randn(n, dy - 3, generator=g, dtype=torch.float64)], dim=1)
+    ax = torch.randn(dx, dx, generator=g, dtype=torch.float64) + 3 * torch.eye(dx, dtype=torch.float64)
+    ay = torch.randn(dy, dy, generator=g, dtype=torch.float64) + 3 * torch.eye(dy, dtype=torch.float64)
+    return (x_lat @ ax + 5.0).float(), (y_lat @ ay - 2.0).float(), s.float()
+
+
+def test_cca_recovers_planted_correlations_and_directions() -> None:
+    x, y, s = _planted()
+    res = fit_cca(x, y, dim=5)
+    assert torch.allclose(res.corr[:3], torch.tensor(RHOS), atol=0.02)
+    assert res.corr[3] < 0.1  # no shared signal beyond the planted three
+    zx = (x - res.mean_x) @ res.w_x
+    zy = (y - res.mean_y) @ res.w_y
+    for k in range(3):
+        # the k-th canonical variate is the k-th planted latent (up to sign)
+        c = torch.corrcoef(torch.stack([zx[:, k], s[:, k]]))[0, 1].abs()
+        assert c > 0.98
+        assert torch.mean(zx[:, k] * zy[:, k]) == pytest.approx(RHOS[k], abs=0.02)
+    # whitened: the projected training data have identity covariance
+    assert torch.allclose(zx.T @ zx / len(x), torch.eye(5), atol=1e-3)
+    assert torch.allclose(zy.T @ zy / len(y), torch.eye(5), atol=1e-3)
+
+
+def test_cca_more_dims_than_rows_uses_ridge_and_stays_finite() -> None:
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(20, 50, generator=g), torch.randn(20, 30, generator=g)
+    res = fit_cca(x, y, dim=4)
+    assert res.ridge_x > 0 and res.ridge_y > 0
+    assert torch.isfinite(res.w_x).all() and torch.isfinite(res.corr).all()
+    assert (res.corr <= 1 + 1e-4).all() and (res.corr > 0.9).all()  # overfit regime: near-perfect correlations
+    reg = fit_cca(x, y, dim=4, reg=1.0)
+    assert (reg.corr < res.corr).all()  # a real ridge shrinks the training correlations
+
+
+def test_cca_input_errors() -> None:
+    x, y = torch.randn(10, 4), torch.randn(10, 3)
+    with pytest.raises(ValueError, match="dim=4"):
+        fit_cca(x, y, dim=4)
+    with pytest.raises(ValueError, match="rows"):
+        fit_cca(x, y[:9], dim=2)
+    with pytest.raises(ValueError, match="non-finite"):
+        fit_cca(torch.full((10, 4), float("nan")), y, dim=2)
+
+
+def test_csa_weighting_scores() -> None:
+    x, y, _ = _planted(n=4000)
+    plain = CSA.fit(x, y, sim_dim=5)
+    weighted = CSA.fit(x, y, sim_dim=5, weighting="correlation")
+    xq, yq = x[:7], y[7:14]
+    px, py = (xq - plain.mean_x) @ plain.w_x, (yq - plain.mean_y) @ plain.w_y
+    cos = torch.nn.functional.normalize(px, dim=1) @ torch.nn.functional.normalize(py, dim=1).T
+    assert torch.allclose(plain.encode_image(xq) @ plain.encode_text(yq).T, cos, atol=1e-5)
+    rho = plain.corr
+    num = (px * rho) @ py.T
+    den = (px.pow(2) @ rho).sqrt()[:, None] * (py.pow(2) @ rho).sqrt()[None, :]
+    w_scores = weighted.encode_image(xq) @ weighted.encode_text(yq).T
+    assert torch.allclose(w_scores, num / den, atol=1e-5)
+    assert not torch.allclose(w_scores, cos, atol=1e-3)
+    with pytest.raises(ValueError, match="weighting"):
+        CSA.fit(x, y, sim_dim=2, weighting="rank")
+
+
+def test_refine_lowers_loss_and_whitens() -> None:
+    x, y, _ = _planted(n=600, dx=12, dy=10)
+    csa = CSA.fit(x, y, sim_dim=6)
+    before = {k: v.clone() for k, v in csa.state_dict().items()}
+    history = csa.refine(x, y, epochs=6, lr=5e-3, batch_size=200, seed=3, progress=False)
+    assert len(history) == 6 and history[-1] < history[0]
+    assert csa.refined and not torch.equal(csa.w_x, before["w_x"])
+    zx = (x - csa.mean_x) @ csa.w_x
+    zy = (y - csa.mean_y) @ csa.w_y
+    assert torch.allclose(zx.T @ zx / len(x), torch.eye(6), atol=1e-4)
+    assert torch.allclose(zy.T @ zy / len(y), torch.eye(6), atol=1e-4)
+    assert torch.all(csa.corr[:-1] >= csa.corr[1:])  # dimensions re-sorted by their correlation
+
+
+def test_refine_is_seeded() -> None:
+    x, y, _ = _planted(n=300, dx=8, dy=6)
+    a, b, c = (CSA.fit(x, y, sim_dim=4) for _ in range(3))
+    a.refine(x, y, epochs=2, batch_size=64, seed=5, progress=False)
+    b.refine(x, y, epochs=2, batch_size=64, seed=5, progress=False)
+    c.refine(x, y, epochs=2, batch_size=64, seed=6, progress=False)
+    assert torch.equal(a.w_x, b.w_x) and torch.equal(a.w_y, b.w_y)
+    assert not torch.equal(a.w_x, c.w_x)
+
+
+def test_whiten_gives_identity_covariance() -> None:
+    g = torch.Generator().manual_seed(0)
+    xc = torch.randn(500, 6, generator=g)
+    xc = xc - xc.mean(0)
+    w = whiten(torch.randn(6, 4, generator=g), xc)
+    z = xc @ w
+    assert torch.allclose(z.T @ z / 500, torch.eye(4), atol=1e-4)
+
+
+@pytest.mark.parametrize("weighting,refine", [("none", False), ("correlation", True)])
+def test_csa_save_load_round_trip(tmp_path, weighting: str, refine: bool) -> None:
+    x, y, _ = _planted(n=400, dx=8, dy=6)
+    csa = CSA.fit(x, y, sim_dim=4, weighting=weighting)
+    if refine:
+        csa.refine(x, y, epochs=1, batch_size=128, progress=False)
+    path = tmp_path / "csa.safetensors"
+    csa.save(path)
+    loaded = load_aligner(path)
+    assert isinstance(loaded, CSA) and loaded.weighting == weighting and loaded.refined == refine
+    assert torch.equal(loaded.encode_image(x), csa.encode_image(x))
+    assert torch.equal(loaded.encode_text(y), csa.encode_text(y))
+    assert torch.allclose(loaded.encode_text(y).norm(dim=1), torch.ones(len(y)), atol=1e-5)
