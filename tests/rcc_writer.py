@@ -88,4 +88,4 @@ def write_rcc(path: Path, files: dict[str, bytes | tuple[bytes, int]], version: 
     return path
 
 
-__all__ = ["write_rcc", "FLAG_COMPRESSED", "FLAG_COMPRESSED_ZSTD"]
+__all__ = ["FLAG_COMPRESSED", "FLAG_COMPRESSED_ZSTD", "write_rcc"]
