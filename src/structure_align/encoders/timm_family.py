@@ -1,0 +1,61 @@
+"""``timm:<model name>``: timm Vision Transformers, CLS token of every block (paper-spec §2, the released default
+``vit_large_patch14_dinov2.lvd142m``).
+
+Layers come from ``forward_intermediates(norm=False)``: the output of each block after its MLP residual, the same
+points as the released code's ``blocks.{i}.add_1`` return nodes; no embedding entry, no final norm. Preprocessing
+is timm's eval transform from ``resolve_model_data_config`` (for DINOv2 lvd142m: 518 px, bicubic, ImageNet stats),
+with a forced RGB conversion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from PIL import Image
+
+from .base import Encoder
+
+
+class TimmViTEncoder(Encoder):
+    """CLS (first prefix) token of each block of a timm ViT."""
+
+    modality = "vision"
+    pooling = "cls"
+
+    def __init__(self, model: torch.nn.Module, transform: Any, *, name: str, description: str = "") -> None:
+        if not hasattr(model, "forward_intermediates") or not hasattr(model, "blocks"):
+            raise TypeError(f"{name}: timm model {type(model).__name__} has no forward_intermediates/blocks; only "
+                            f"ViT-style models are supported")
+        if int(getattr(model, "num_prefix_tokens", 0)) < 1 or getattr(model, "cls_token", None) is None:
+            raise ValueError(f"{name}: the model has no CLS token (global-pool ViT); CLS pooling is undefined")
+        self.model = model.eval()
+        self.transform = transform
+        self.name, self.description = name, description
+        n_blocks = len(model.blocks)
+        self.layer_names = [f"blocks.{i}" for i in range(n_blocks)]
+        self.embed_dims = [int(model.embed_dim)] * n_blocks
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """timm's eval transform of this model's pretrained config."""
+        return torch.stack([self.transform(im.convert("RGB")) for im in images])
+
+    def forward_layers(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        """CLS token of every block output (no final norm)."""
+        out = self.model.forward_intermediates(batch.to(self.device), indices=None, return_prefix_tokens=True,
+                                               norm=False, output_fmt="NLC", intermediates_only=True)
+        return [prefix[:, 0] for _, prefix in out]
+
+
+def load_timm_encoder(spec: str, *, pretrained: bool = True, **model_kwargs: Any) -> TimmViTEncoder:
+    """``timm.create_model(spec, pretrained=...)`` plus its eval transform. ``pretrained=True`` needs the hub (or
+    a populated HF cache); tests pass ``pretrained=False`` and small ``model_kwargs`` (e.g. ``depth=2``)."""
+    import timm
+    from timm.data import create_transform, resolve_model_data_config
+
+    model = timm.create_model(spec, pretrained=pretrained, num_classes=0, **model_kwargs)
+    data_cfg = resolve_model_data_config(model)
+    transform = create_transform(**data_cfg, is_training=False)
+    tag = "pretrained" if pretrained else "random init"
+    return TimmViTEncoder(model, transform, name=f"timm:{spec}", description=f"timm {spec} ({tag})")

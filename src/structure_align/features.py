@@ -1,0 +1,385 @@
+"""Feature extraction and the feature-file format (docs/DESIGN.md "Feature file"; paper-spec §2).
+
+One pass over a dataset with one encoder writes every layer into one safetensors file:
+
+* tensors ``layer_000`` ... ``layer_{L-1}`` (``[N, d_l]``, float32 by default, float16 on request) and, for text
+  files, ``groups`` (int64 ``[N]``, exactly :func:`structure_align.data.dataset_texts`'s groups);
+* string metadata ``format_version``, ``encoder``, ``modality``, ``layer_names`` (JSON), ``pooling``, ``dataset``,
+  ``manifest_sha256``, ``dtype``, ``n_rows``, ``n_layers`` plus ``embed_dims`` (JSON), ``encoder_description`` and
+  ``limit``. No timestamps: the same inputs give byte-identical files.
+
+Memory: pooled features of each batch are copied to CPU at once into preallocated per-layer numpy arrays, so the
+resident size is the output itself plus a couple of batches, whatever N is. The file is then streamed from those
+arrays by a small safetensors writer (no serialised copy of the whole payload is built in memory) into a temporary
+file that is renamed onto ``out_path`` only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .utils import atomic_write, resolve_device
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = "1"
+REQUIRED_META = ("format_version", "encoder", "modality", "layer_names", "pooling", "dataset", "manifest_sha256",
+                 "dtype", "n_rows", "n_layers")
+_NP_DTYPES = {"float32": np.float32, "float16": np.float16}
+_ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.int64): "I64"}
+_ST_TO_NP = {v: k for k, v in _ST_DTYPES.items()}
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+class FeatureFileError(ValueError):
+    """A feature file is missing, truncated, corrupted or does not match what the caller expects (names the file and
+    the key)."""
+
+
+@dataclass
+class FeatureSet:
+    """A loaded feature file: ``layers[l]`` is a float32 ``[N, d_l]`` tensor."""
+
+    layers: list[torch.Tensor]
+    layer_names: list[str]
+    groups: torch.Tensor | None
+    meta: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def n_rows(self) -> int:
+        """Number of rows (manifest rows for vision, text rows for text)."""
+        return int(self.layers[0].shape[0]) if self.layers else 0
+
+    @property
+    def embed_dims(self) -> list[int]:
+        """Width of every layer."""
+        return [int(t.shape[1]) for t in self.layers]
+
+    def layer(self, index: int) -> torch.Tensor:
+        """One layer by index (negative indices count from the last layer, paper-spec §2 "Layer indices")."""
+        return self.layers[index]
+
+
+def layer_key(index: int) -> str:
+    """Tensor name of layer ``index`` in a feature file."""
+    return f"layer_{index:03d}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# safetensors I/O
+# ---------------------------------------------------------------------------------------------------------------
+
+def write_safetensors_streaming(path: str | os.PathLike, tensors: dict[str, np.ndarray],
+                                metadata: dict[str, str]) -> Path:
+    """Write numpy arrays as a safetensors file without building the serialised payload in memory.
+
+    Layout (the safetensors spec): 8-byte little-endian header length, JSON header (padded with spaces to a multiple
+    of 8) mapping each name to dtype/shape/data_offsets plus ``__metadata__``, then the raw little-endian bytes of the
+    tensors back to back. Written through :func:`atomic_write`.
+    """
+    header: dict[str, Any] = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}}
+    offset = 0
+    arrays: list[np.ndarray] = []
+    # 8-byte dtypes first keeps every tensor naturally aligned in the file
+    for name in sorted(tensors, key=lambda n: (-tensors[n].dtype.itemsize, n)):
+        arr = np.ascontiguousarray(tensors[name])
+        if arr.dtype not in _ST_DTYPES:
+            raise TypeError(f"tensor {name!r}: dtype {arr.dtype} is not supported by the feature-file writer")
+        arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+        header[name] = {"dtype": _ST_DTYPES[arr.dtype], "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + arr.nbytes]}
+        offset += arr.nbytes
+        arrays.append(arr)
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(raw)))
+            f.write(raw)
+            for arr in arrays:
+                if arr.nbytes:
+                    f.write(memoryview(arr.reshape(-1)).cast("B"))
+    return path
+
+
+def _read_header(path: Path) -> tuple[dict[str, Any], int]:
+    """Parse and validate a safetensors header: ``(header, data_start)``; the file size must match the offsets."""
+    if not path.is_file():
+        raise FeatureFileError(f"feature file {path} does not exist")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        first = f.read(8)
+        if len(first) < 8:
+            raise FeatureFileError(f"{path}: truncated feature file ({size} bytes, no safetensors header)")
+        (n,) = struct.unpack("<Q", first)
+        if n > min(_MAX_HEADER, size - 8):
+            raise FeatureFileError(f"{path}: corrupted or truncated header (header length {n}, file size {size})")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FeatureFileError(f"{path}: corrupted safetensors header ({exc})") from exc
+    if not isinstance(header, dict):
+        raise FeatureFileError(f"{path}: corrupted safetensors header (not a JSON object)")
+    end = 0
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            start, stop = (int(v) for v in entry["data_offsets"])
+            count = int(np.prod(entry["shape"], dtype=np.int64))
+            itemsize = _ST_TO_NP[entry["dtype"]].itemsize
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FeatureFileError(f"{path}: key {key!r} has a malformed header entry ({exc})") from exc
+        if stop - start != count * itemsize:
+            raise FeatureFileError(f"{path}: key {key!r} has offsets {start}..{stop} that do not fit shape "
+                                   f"{entry['shape']} ({entry['dtype']})")
+        end = max(end, stop)
+    if size != 8 + n + end:
+        raise FeatureFileError(f"{path}: truncated or padded feature file: {size} bytes on disk, header describes "
+                               f"{8 + n + end}")
+    return header, 8 + n
+
+
+def feature_file_info(path: str | os.PathLike) -> dict[str, str]:
+    """Metadata of a feature file, reading only its header (validates that the file is complete)."""
+    path = Path(path)
+    header, _ = _read_header(path)
+    meta = header.get("__metadata__")
+    if not isinstance(meta, dict):
+        raise FeatureFileError(f"{path}: key '__metadata__' is missing from the safetensors header")
+    for key in REQUIRED_META:
+        if key not in meta:
+            raise FeatureFileError(f"{path}: metadata key {key!r} is missing")
+    if meta["format_version"] != FORMAT_VERSION:
+        raise FeatureFileError(f"{path}: metadata key 'format_version' = {meta['format_version']!r}, this code reads "
+                               f"{FORMAT_VERSION!r}; re-extract the features")
+    return dict(meta)
+
+
+def _expect(path: Path, meta: dict[str, str], key: str, expected: str | None) -> None:
+    if expected is not None and meta.get(key) != str(expected):
+        raise FeatureFileError(f"{path}: metadata key {key!r} = {meta.get(key)!r}, expected {expected!r}")
+
+
+def load_features(path: str | os.PathLike, *, encoder: str | None = None, modality: str | None = None,
+                  manifest_sha256: str | None = None, dataset: str | None = None) -> FeatureSet:
+    """Load a feature file; every given expectation must match its metadata (else :class:`FeatureFileError`)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    meta = feature_file_info(path)
+    _expect(path, meta, "encoder", encoder)
+    _expect(path, meta, "modality", modality)
+    _expect(path, meta, "manifest_sha256", manifest_sha256)
+    _expect(path, meta, "dataset", dataset)
+    try:
+        n_rows, n_layers = int(meta["n_rows"]), int(meta["n_layers"])
+        layer_names = json.loads(meta["layer_names"])
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise FeatureFileError(f"{path}: metadata keys 'n_rows'/'n_layers'/'layer_names' are malformed ({exc})") \
+            from exc
+    if not isinstance(layer_names, list) or len(layer_names) != n_layers:
+        raise FeatureFileError(f"{path}: metadata key 'layer_names' has {len(layer_names)} entries, "
+                               f"n_layers = {n_layers}")
+    layers: list[torch.Tensor] = []
+    groups: torch.Tensor | None = None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = set(f.keys())
+            for i in range(n_layers):
+                key = layer_key(i)
+                if key not in keys:
+                    raise FeatureFileError(f"{path}: tensor key {key!r} is missing (n_layers = {n_layers})")
+                t = f.get_tensor(key)
+                if t.dim() != 2 or t.shape[0] != n_rows:
+                    raise FeatureFileError(f"{path}: tensor {key!r} has shape {tuple(t.shape)}, expected "
+                                           f"[{n_rows}, d]")
+                layers.append(t.float())
+            if meta["modality"] == "text":
+                if "groups" not in keys:
+                    raise FeatureFileError(f"{path}: tensor key 'groups' is missing from a text feature file")
+                groups = f.get_tensor("groups")
+                if groups.dtype != torch.int64 or tuple(groups.shape) != (n_rows,):
+                    raise FeatureFileError(f"{path}: tensor 'groups' is {groups.dtype} {tuple(groups.shape)}, "
+                                           f"expected int64 [{n_rows}]")
+    except SafetensorError as exc:
+        raise FeatureFileError(f"{path}: unreadable safetensors file ({exc})") from exc
+    return FeatureSet(layers=layers, layer_names=[str(n) for n in layer_names], groups=groups, meta=meta, path=path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# extraction
+# ---------------------------------------------------------------------------------------------------------------
+
+def _open_rgb(path: str) -> Image.Image:
+    with Image.open(path) as im:
+        im.load()
+        return im.convert("RGB")
+
+
+class _ImageBatches(torch.utils.data.Dataset):
+    """Batch ``k`` = decoded + preprocessed images of ``batches[k]`` (a Dataset so DataLoader workers can run it)."""
+
+    def __init__(self, paths: Sequence[str], batches: Sequence[np.ndarray], preprocess: Callable) -> None:
+        self.paths, self.batches, self.preprocess = list(paths), list(batches), preprocess
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, k: int) -> torch.Tensor:
+        return self.preprocess([_open_rgb(self.paths[i]) for i in self.batches[k]])
+
+
+def _prefetched(load: Callable[[int], Any], n: int) -> Iterator[Any]:
+    """Yield ``load(0..n-1)`` while a background thread already prepares the next one (decode/compute overlap)."""
+    if n == 0:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+        future = pool.submit(load, 0)
+        for k in range(n):
+            current = future.result()
+            if k + 1 < n:
+                future = pool.submit(load, k + 1)
+            yield current
+
+
+def _batch_stream(dataset: _ImageBatches | Callable[[int], Any], n: int, num_workers: int,
+                  pin: bool) -> Iterator[Any]:
+    """Preprocessed batches in order: DataLoader workers when ``num_workers > 0``, else one prefetch thread."""
+    if num_workers > 0 and isinstance(dataset, torch.utils.data.Dataset):
+        loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
+                                             pin_memory=pin, prefetch_factor=2, persistent_workers=False)
+        yield from loader
+    else:
+        load = dataset.__getitem__ if isinstance(dataset, torch.utils.data.Dataset) else dataset
+        yield from _prefetched(load, n)
+
+
+def _resolve_image_paths(df: Any, manifest_path: Path) -> list[str]:
+    """Manifest ``image_path`` values (relative to the working directory, or absolute); all must exist."""
+    paths = [str(p) for p in df["image_path"]]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise FileNotFoundError(f"{manifest_path}: {len(missing)} of {len(paths)} image_path entries do not exist "
+                                f"(relative paths resolve against {os.getcwd()}), first: {missing[:3]}")
+    return paths
+
+
+def _split_batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def extract_features(manifest_path: str | os.PathLike, encoder: Any, out_path: str | os.PathLike, *,
+                     batch_size: int = 64, device: str | torch.device = "auto", dtype: str = "float32",
+                     num_workers: int = 0, limit: int | None = None, progress: bool = True) -> Path:
+    """Embed one dataset with one encoder, all layers, into ``out_path`` (paper-spec §2; DESIGN.md "Feature file").
+
+    Args:
+        manifest_path: the manifest parquet (or its stem); read with :func:`structure_align.data.read_manifest`.
+        encoder: an :class:`~structure_align.encoders.Encoder` or a registry name.
+        out_path: the ``.safetensors`` file to write (atomically).
+        batch_size: images / texts per forward pass.
+        device: ``auto|cpu|cuda|cuda:N``.
+        dtype: storage dtype of the layers, ``float32`` or ``float16`` (computation is float32).
+        num_workers: DataLoader workers decoding images; 0 = one background thread prefetching the next batch.
+        limit: use only the first ``limit`` manifest rows (vision rows; for pairs/retrieval text files the captions
+            of those rows; zero-shot prompt sets are not limited since they do not depend on rows).
+        progress: show a tqdm bar.
+
+    Vision rows = manifest rows; text rows = ``dataset_texts(df, info)`` rows (processed longest-first so that
+    batches carry little padding, written back in their original order).
+    """
+    from .data import dataset_texts, read_manifest
+    from .encoders import Encoder, load_encoder
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if dtype not in _NP_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_NP_DTYPES)}, got {dtype!r}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be None or >= 1, got {limit}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    manifest_path = Path(manifest_path)
+    df, info = read_manifest(manifest_path)
+    if limit is not None:
+        df = df.iloc[:limit].reset_index(drop=True)
+    dev = resolve_device(device)
+    if isinstance(encoder, str):
+        encoder = load_encoder(encoder, device=dev)
+    elif isinstance(encoder, Encoder):
+        encoder.to(dev)
+    else:
+        raise TypeError(f"encoder must be an Encoder or a registry name, got {type(encoder).__name__}")
+
+    groups: np.ndarray | None = None
+    if encoder.modality == "vision":
+        paths = _resolve_image_paths(df, manifest_path)
+        n = len(paths)
+        order = np.arange(n)
+        batches = _split_batches(order, batch_size)
+        source: Any = _ImageBatches(paths, batches, encoder.preprocess)
+        unit = "img"
+    else:
+        texts, groups = dataset_texts(df, info)
+        n = len(texts)
+        # longest first: similar lengths share a batch, so little compute is spent on padding
+        order = np.array(sorted(range(n), key=lambda i: (-len(texts[i]), i)), dtype=np.int64)
+        batches = _split_batches(order, batch_size)
+
+        def source(k: int) -> dict[str, torch.Tensor]:
+            return encoder.tokenize([texts[i] for i in batches[k]])
+        unit = "text"
+    if n == 0:
+        raise ValueError(f"{manifest_path}: no {encoder.modality} rows to embed for dataset {info.name!r}")
+
+    np_dtype = _NP_DTYPES[dtype]
+    outputs = [np.empty((n, d), dtype=np_dtype) for d in encoder.embed_dims]
+    log.info("extracting %s features of %s (%d rows, %d layers, %.1f MB output) on %s", encoder.name, info.name, n,
+             len(outputs), sum(a.nbytes for a in outputs) / 2**20, dev)
+    pin = dev.type == "cuda"
+    bar = tqdm(total=n, unit=unit, disable=not progress, desc=f"{info.name}/{encoder.name}")
+    encoder.model.eval()
+    with torch.inference_mode():
+        for idx, batch in zip(batches, _batch_stream(source, len(batches), num_workers if unit == "img" else 0, pin),
+                              strict=True):
+            feats = encoder.forward_layers(batch)
+            if len(feats) != len(outputs):
+                raise RuntimeError(f"encoder {encoder.name} returned {len(feats)} layers, declared {len(outputs)}")
+            for out, f in zip(outputs, feats, strict=True):
+                if f.shape != (len(idx), out.shape[1]):
+                    raise RuntimeError(f"encoder {encoder.name} returned a layer of shape {tuple(f.shape)}, expected "
+                                       f"{(len(idx), out.shape[1])}")
+                out[idx] = f.detach().to("cpu", torch.float32).numpy()
+            bar.update(len(idx))
+    bar.close()
+
+    tensors = {layer_key(i): a for i, a in enumerate(outputs)}
+    if groups is not None:
+        tensors["groups"] = groups.astype(np.int64)
+    meta = {
+        "format_version": FORMAT_VERSION, "encoder": encoder.name, "modality": encoder.modality,
+        "layer_names": json.dumps(list(encoder.layer_names)), "pooling": encoder.pooling, "dataset": info.name,
+        "manifest_sha256": info.manifest_sha256, "dtype": dtype, "n_rows": str(n), "n_layers": str(len(outputs)),
+        "embed_dims": json.dumps([int(d) for d in encoder.embed_dims]),
+        "encoder_description": encoder.description, "limit": "" if limit is None else str(limit),
+    }
+    out = write_safetensors_streaming(out_path, tensors, meta)
+    log.info("wrote %s", out)
+    return out
