@@ -40,7 +40,7 @@ from .registry import (
     source_dir,
 )
 
-_SOURCE_MODULES: tuple[str, ...] = ()
+_SOURCE_MODULES: tuple[str, ...] = ("tuxpaint", "emoji", "fashion_mnist", "art4apps")
 _OPTIONAL_MODULES: tuple[str, ...] = ("gcompris", "paper")
 
 for _mod in _SOURCE_MODULES:

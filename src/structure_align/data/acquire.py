@@ -117,7 +117,7 @@ def _safe_extract_tgz(archive: Path, dest: Path) -> None:
 
 def _unpack(spec: SourceSpec, archive: Path, dest: Path) -> None:
     if spec.client == "apt":
-        _run(["dpkg-deb", "-x", str(archive), str(dest)], dest, f"dpkg-deb -x {archive.name}",
+        _run(["dpkg-deb", "-x", str(archive.resolve()), str(dest.resolve())], dest, f"dpkg-deb -x {archive.name}",
              "the .deb may be corrupt; delete it and retry")
     else:
         # npm tarballs keep everything under package/; strip it so that files are relative to the package root

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 
 from ..utils import atomic_write, write_text_atomic
 from .registry import TASKS, DatasetInfo, get_dataset, source_dir
@@ -326,6 +327,40 @@ def assert_split_disjoint(df: pd.DataFrame, image_keys: Sequence[Hashable] | Non
         both = a & b
         if both:
             raise ManifestError(f"{where or 'manifest'}: {name} shared by train and test: {sorted(map(str, both))[:5]}")
+
+
+def composite_on_white(image: Image.Image) -> Image.Image:
+    """RGB copy of ``image`` with any transparency composited onto white (cut-out stamps, emoji)."""
+    if image.mode in ("RGB", "L") and "transparency" not in image.info:
+        return image.convert("RGB")
+    rgba = image.convert("RGBA")
+    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    canvas.alpha_composite(rgba)
+    return canvas.convert("RGB")
+
+
+def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
+    """Write ``image`` as PNG atomically (PIL's PNG encoder is deterministic: same pixels, same bytes)."""
+    path = Path(path)
+    with atomic_write(path, suffix=".png") as tmp:
+        image.save(tmp, format="PNG")
+    return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes (used as an image-content key for splits)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def split_pairs(captions: Sequence[str], image_keys: Sequence[Hashable], test_fraction: float,
+                seed: int) -> np.ndarray:
+    """Seeded split of one-caption-per-image pairs, disjoint by caption and by image content.
+
+    Identical captions (several stamps called "A flower.") and identical images must share a split, otherwise the
+    held-out retrieval set would contain texts or images seen in training.
+    """
+    keys = [(("caption", c), ("image", k)) for c, k in zip(captions, image_keys)]
+    return grouped_split(keys, test_fraction, seed)
 
 
 def build_manifest(dataset: str, resources_dir: str | os.PathLike, out_dir: str | os.PathLike,

@@ -1,0 +1,92 @@
+"""Google Noto emoji as image-caption pairs (offline-assets.md; docs/datasets.md "emoji").
+
+``emoji.json`` of npm ``emoji-datasource-google@16.0.0`` lists one entry per emoji (skin-tone variants are nested
+and not used); entries with ``has_img_google`` have ``img/google/64/<image>``. Caption: ``"an emoji of a {name}"``
+with the Unicode name lower-cased ("an emoji of a dog face"); the article is kept fixed, as specified, even where
+English would use "an".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from .manifest import assert_split_disjoint, composite_on_white, file_sha256, save_png, split_pairs, stratified_subset
+from .registry import DatasetInfo, get_source, register_dataset, source_dir
+
+log = logging.getLogger(__name__)
+
+SOURCE = "emoji-datasource-google"
+IMAGE_SUBDIR = "img/google/64"
+CAPTION_TEMPLATE = "an emoji of a {}"
+
+
+def emoji_caption(name: str) -> str:
+    """``"an emoji of a {name}"`` with the name lower-cased and whitespace collapsed."""
+    return CAPTION_TEMPLATE.format(" ".join(name.lower().split()))
+
+
+def load_entries(package_root: Path) -> list[dict]:
+    """The ``emoji.json`` entries that have a Google image, in ``sort_order`` (then ``unified``) order."""
+    path = package_root / "emoji.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of emoji entries, got {type(data).__name__}")
+    for i, entry in enumerate(data):
+        for key in ("image", "unified"):
+            if key not in entry:
+                raise ValueError(f"{path}: entry {i} lacks key {key!r}")
+    entries = [e for e in data if e.get("has_img_google")]
+    return sorted(entries, key=lambda e: (e.get("sort_order", 0), e["unified"]))
+
+
+@register_dataset("emoji", sources=SOURCE, task="pairs",
+                  description="Google Noto emoji (64 px) captioned 'an emoji of a <name>'; 20 % held out",
+                  options={"test_fraction": 0.2})
+def build_emoji(resources_dir: Path, images_dir: Path, *, limit: int | None = None, seed: int = 0,
+                test_fraction: float = 0.2) -> tuple[pd.DataFrame, DatasetInfo]:
+    """Build the emoji pairs manifest; ``limit`` keeps a seeded subset stratified by emoji category."""
+    spec = get_source(SOURCE)
+    root = source_dir(resources_dir, SOURCE)
+    entries = load_entries(root)
+    counts: dict[str, int] = {"entries_with_google_image": len(entries), "no_name": 0, "missing_file": 0}
+    usable = []
+    for e in entries:
+        if not (e.get("name") or "").strip():
+            counts["no_name"] += 1
+        elif not (root / IMAGE_SUBDIR / e["image"]).is_file():
+            counts["missing_file"] += 1
+        else:
+            usable.append(e)
+    if not usable:
+        raise FileNotFoundError(f"no usable emoji under {root / IMAGE_SUBDIR}")
+    cats = sorted({e.get("category", "") for e in usable})
+    keep = stratified_subset(np.array([cats.index(e.get("category", "")) for e in usable]), limit, seed)
+    rows = []
+    for i in tqdm(keep, desc="emoji", unit="img"):
+        e = usable[int(i)]
+        with Image.open(root / IMAGE_SUBDIR / e["image"]) as im:
+            image = composite_on_white(im)
+        stem = Path(e["image"]).stem
+        out = save_png(image, images_dir / f"{stem}.png")
+        rows.append({"sample_id": e["unified"].lower(), "image_path": str(out), "captions": [emoji_caption(e["name"])],
+                     "label": -1, "source": SOURCE, "version": spec.version, "digest": file_sha256(out)})
+    df = pd.DataFrame(rows)
+    captions = [c[0] for c in df["captions"]]
+    df["split"] = split_pairs(captions, list(df["digest"]), test_fraction, seed)
+    assert_split_disjoint(df, image_keys=list(df["digest"]), where="emoji")
+    dup = pd.Series(captions).value_counts()
+    counts.update({"rows": int(len(df)), "train": int((df["split"] == "train").sum()),
+                   "test": int((df["split"] == "test").sum()), "unique_captions": int(len(dup)),
+                   "captions_shared_by_several_emoji": int((dup > 1).sum()),
+                   "identical_images": int(len(df) - df["digest"].nunique()), "categories": len(cats)})
+    info = DatasetInfo(name="emoji", task="pairs", source=SOURCE, version=spec.version,
+                       description="emoji-datasource-google 16.0.0, img/google/64 composited on white, captions "
+                                   "'an emoji of a <lower-cased Unicode name>'", counts=counts)
+    return df.drop(columns=["digest"]), info
