@@ -154,6 +154,22 @@ class _JSDivergence(torch.autograd.Function):
 _DIVERGENCE_FNS = {"code": _CodeDivergence, "js": _JSDivergence}
 
 
+def level_divergence(p: torch.Tensor, q: torch.Tensor, *, divergence: str = "code",
+                     eps: float = 1e-12) -> torch.Tensor:
+    """D(P, Q) of one level between two row-stochastic [B, B] matrices (paper-spec §5.2 step 5).
+
+    ``"code"``: ½[KL(M+ε‖Q+ε) + KL(M+ε‖P+ε)] (released code; not bounded by ln 2); ``"js"``: ½[KL(P‖M) + KL(Q‖M)]
+    with ε inside the logs (≤ ln 2). Both average over rows. Gradients flow into ``q`` only (P is the frozen side).
+    """
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"divergence={divergence!r} is not one of {DIVERGENCES}")
+    if p.ndim != 2 or p.shape != q.shape:
+        raise ValueError(f"p and q must be two matrices of the same shape, got {tuple(p.shape)} and {tuple(q.shape)}")
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps!r}")
+    return _DIVERGENCE_FNS[divergence].apply(p.detach(), q, eps)
+
+
 def _check_options(x: torch.Tensor, a: torch.Tensor, levels: int, tau: float, weighting: str, centering: str,
                    distance: str, divergence: str, margin: float, eps: float, gamma: float) -> None:
     """Reject bad inputs with an error naming the argument and value, before any B x B work."""
