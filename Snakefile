@@ -1,0 +1,30 @@
+# STRUCTURE reproduction workflow (thin entry point; rules live in workflow/rules/, logic in src/structure_align/).
+# Run from the repository root with the project venv on PATH, e.g. `make reproduce` or
+#   snakemake --cores all --workflow-profile workflow/profiles/default
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "params.yaml"
+
+
+# names the offending key (and checks registry names) before any job is planned; then the schema proper
+include: "workflow/rules/common.smk"
+
+
+validate(config, "workflow/schemas/params.schema.yaml")
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/layers.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        report_outputs(),
+        heatmaps(),

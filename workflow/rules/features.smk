@@ -1,0 +1,36 @@
+# extract_features: one job per (dataset, encoder), all layers in one pass (DESIGN.md "Feature file").
+
+
+rule extract_features:
+    input:
+        manifest=f"{RESULTS}/manifests/{{dataset}}.parquet",
+        code=src_files("features", "encoders", "data"),
+    output:
+        f"{RESULTS}/features/{{dataset}}/{{encoder}}.safetensors",
+    params:
+        batch_size=config["extraction"]["batch_size"],
+        dtype=config["extraction"]["dtype"],
+        device=config["device"],
+    threads: 2
+    resources:
+        gpu=1 if config["device"].startswith("cuda") else 0,
+    log:
+        f"{RESULTS}/logs/extract_features/{{dataset}}/{{encoder}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/extract_features/{{dataset}}/{{encoder}}.tsv"
+    shell:
+        "python -m structure_align extract --manifest {input.manifest} --encoder {wildcards.encoder} "
+        "--out {output} --batch-size {params.batch_size} --dtype {params.dtype} --device {params.device} "
+        "--threads {threads} > {log} 2>&1"
+
+
+# the features of the main grid (the DVC `features` stage)
+rule features:
+    input:
+        grid_features(),
+
+
+# every offline encoder on every offline dataset (make features-all)
+rule features_all:
+    input:
+        all_features(),

@@ -1,0 +1,45 @@
+# score_layers: mutual kNN of every (vision layer, text layer) pair on the training pool (paper-spec §3);
+# the chosen pairs ("last", "similar") go to choice.json, which every train job of the pair reads.
+
+
+rule score_layers:
+    input:
+        vision=train_features("vision"),
+        text=train_features("text"),
+        manifests=train_manifests(),
+        code=src_files("similarity", "features", "data"),
+    output:
+        scores=f"{RESULTS}/layers/{{vision}}__{{text}}/scores.csv",
+        choice=f"{RESULTS}/layers/{{vision}}__{{text}}/choice.json",
+    params:
+        metric=config["layers"]["metric"],
+        n_samples=config["layers"]["n_samples"],
+        k=config["layers"]["k"],
+        seed=config["layers"]["seed"],
+        val_fraction=config["training"]["val_fraction"],
+        val_seed=config["training"]["val_seed"],
+    threads: 2
+    log:
+        f"{RESULTS}/logs/score_layers/{{vision}}__{{text}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/score_layers/{{vision}}__{{text}}.tsv"
+    shell:
+        "python -m structure_align score-layers --vision-features {input.vision} --text-features {input.text} "
+        "--manifests {input.manifests} --metric {params.metric} --n-samples {params.n_samples} --k {params.k} "
+        "--seed {params.seed} --val-fraction {params.val_fraction} --val-seed {params.val_seed} "
+        "--threads {threads} --out {output.scores} --choice-out {output.choice} > {log} 2>&1"
+
+
+rule layer_heatmap:
+    input:
+        scores=f"{RESULTS}/layers/{{vision}}__{{text}}/scores.csv",
+        choice=f"{RESULTS}/layers/{{vision}}__{{text}}/choice.json",
+        code=src_files("report"),
+    output:
+        png=f"{RESULTS}/figures/layers_{{vision}}__{{text}}.png",
+        pdf=f"{RESULTS}/figures/layers_{{vision}}__{{text}}.pdf",
+    log:
+        f"{RESULTS}/logs/layer_heatmap/{{vision}}__{{text}}.log",
+    shell:
+        "python -m structure_align heatmap --scores {input.scores} --choice {input.choice} "
+        "--png {output.png} --pdf {output.pdf} > {log} 2>&1"
