@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from structure_align.evaluate import class_prototypes, retrieval, retrieval_aligner, zero_shot
+from structure_align.csa import CSA
+from structure_align.evaluate import class_prototypes, retrieval, retrieval_aligner, zero_shot, zero_shot_aligner
 from structure_align.heads import HeadAligner
 
 
@@ -116,3 +117,22 @@ def test_retrieval_aligner_perfect_pairs() -> None:
     feats = torch.eye(6)
     out = retrieval_aligner(aligner, feats, feats, torch.arange(6))
     assert out["i2t_r1"] == 100.0 and out["t2i_r1"] == 100.0
+
+
+def test_zero_shot_aligner_raw_prototypes_follow_released_csa_path() -> None:
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(200, 5, generator=g), torch.randn(200, 4, generator=g)
+    y = y + x[:, :4]
+    csa = CSA.fit(x, y, sim_dim=3)
+    text = 3.0 * torch.randn(6, 4, generator=g) + 2.0
+    groups = [0, 0, 1, 1, 2, 2]
+    imgs, labels = x[:30], torch.randint(0, 3, (30,), generator=g)
+    raw = zero_shot_aligner(csa, imgs, labels, text, groups, 3, raw_prototypes=True)
+    # expected by hand: prototypes in raw space, then the CCA text transform
+    protos = torch.nn.functional.normalize(torch.stack([
+        torch.nn.functional.normalize(text[i:i + 2], dim=1).mean(0) for i in (0, 2, 4)]), dim=1)
+    expected = zero_shot(csa.encode_image(imgs), labels, csa.encode_text(protos), [0, 1, 2], 3)
+    assert raw == expected
+    joint = zero_shot(csa.encode_image(imgs), labels, csa.encode_text(text), groups, 3)
+    assert zero_shot_aligner(csa, imgs, labels, text, groups, 3) == joint
+    assert raw != joint  # the two prototype paths give different classifiers on this data

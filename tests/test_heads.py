@@ -9,8 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from structure_align.heads import (HeadAligner, LinearHead, MLPHead, ReleasedResLowRankHead, build_head,
-                                   load_aligner)
+from structure_align.heads import HeadAligner, LinearHead, MLPHead, ReleasedResLowRankHead, build_head, load_aligner
 
 
 @pytest.mark.parametrize("kind,opts,cls", [("linear", {}, LinearHead), ("mlp", {"hidden": 7}, MLPHead),

@@ -24,7 +24,8 @@ def _pairs(n: int = 96, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _cfg(**kw) -> TrainConfig:
-    base = dict(head="linear", d_out=8, lam=1.0, warmup_steps=4, batch_size=32, max_epochs=6, patience=50, seed=0)
+    base = {"head": "linear", "d_out": 8, "lam": 1.0, "warmup_steps": 4, "batch_size": 32, "max_epochs": 6,
+            "patience": 50, "seed": 0}
     base.update(kw)
     return TrainConfig(**base)
 

@@ -154,7 +154,7 @@ class CSA(nn.Module):
 
     @classmethod
     def fit(cls, x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, sim_dim: int = 512, *,
-            weighting: str = "none", reg: float = 0.0) -> "CSA":
+            weighting: str = "none", reg: float = 0.0) -> CSA:
         """Fit on raw paired training features at the chosen layers (paper-spec §4.3, released: reg = 0)."""
         res = fit_cca(x, y, sim_dim, reg=reg)
         log.info("CSA fit: n=%d, sim_dim=%d, top canonical correlations %s", len(x), sim_dim,
@@ -257,7 +257,7 @@ class CSA(nn.Module):
         log.info("saved CSA aligner to %s", path)
 
     @classmethod
-    def from_saved(cls, tensors: dict[str, torch.Tensor], meta: dict[str, str], source: str = "<memory>") -> "CSA":
+    def from_saved(cls, tensors: dict[str, torch.Tensor], meta: dict[str, str], source: str = "<memory>") -> CSA:
         """Rebuild from the tensors and metadata written by :meth:`save` (used by ``load_aligner``)."""
         needed = {"w_x", "w_y", "mean_x", "mean_y", "corr"}
         missing = needed - set(tensors)

@@ -167,11 +167,23 @@ def embed(aligner: Any, feats: torch.Tensor | np.ndarray, modality: str, *, batc
 
 
 def zero_shot_aligner(aligner: Any, image_feats: torch.Tensor, labels: ArrayLike, text_feats: torch.Tensor,
-                      groups: ArrayLike, n_classes: int, *, batch_size: int = 8192,
+                      groups: ArrayLike, n_classes: int, *, raw_prototypes: bool = False, batch_size: int = 8192,
                       device: str | torch.device = "cpu") -> dict[str, float]:
-    """:func:`zero_shot` on features at the chosen layers, embedded by ``aligner`` (paper-spec §7.1)."""
-    return zero_shot(embed(aligner, image_feats, "image", batch_size=batch_size, device=device), labels,
-                     embed(aligner, text_feats, "text", batch_size=batch_size, device=device), groups, n_classes)
+    """:func:`zero_shot` on features at the chosen layers, embedded by ``aligner`` (paper-spec §7.1).
+
+    By default every prompt is embedded and the prototypes are averaged in the joint space. ``raw_prototypes=True``
+    reproduces the released CSA path (§4.3): the prompt-ensemble prototypes are built from the *raw* text features
+    (normalise, average per class, re-normalise) and only then pushed through ``encode_text`` — for CSA this centres
+    unit-norm vectors with the mean of the un-normalised training features, a scale mismatch kept as released.
+    """
+    if raw_prototypes:
+        protos = class_prototypes(torch.as_tensor(text_feats), groups, n_classes)
+        text_emb = embed(aligner, protos, "text", batch_size=batch_size, device=device)
+        groups = np.arange(n_classes)
+    else:
+        text_emb = embed(aligner, text_feats, "text", batch_size=batch_size, device=device)
+    return zero_shot(embed(aligner, image_feats, "image", batch_size=batch_size, device=device), labels, text_emb,
+                     groups, n_classes)
 
 
 def retrieval_aligner(aligner: Any, image_feats: torch.Tensor, text_feats: torch.Tensor, text_image_index: ArrayLike,

@@ -136,7 +136,7 @@ class HeadAligner(nn.Module):
         self.spec = spec
 
     @classmethod
-    def from_spec(cls, image: dict[str, Any], text: dict[str, Any]) -> "HeadAligner":
+    def from_spec(cls, image: dict[str, Any], text: dict[str, Any]) -> HeadAligner:
         """Build from two specs ``{"kind", "d_in", "d_out", "options"}`` (the form stored in the saved metadata)."""
         heads = []
         for side, s in (("image", image), ("text", text)):
@@ -149,7 +149,7 @@ class HeadAligner(nn.Module):
         return cls(heads[0], heads[1], spec)
 
     @classmethod
-    def build(cls, kind: str, d_image: int, d_text: int, d_out: int = 512, **opts: Any) -> "HeadAligner":
+    def build(cls, kind: str, d_image: int, d_text: int, d_out: int = 512, **opts: Any) -> HeadAligner:
         """Two heads of the same ``kind`` and options, one per modality."""
         return cls.from_spec(_head_spec(kind, d_image, d_out, opts), _head_spec(kind, d_text, d_out, opts))
 

@@ -39,7 +39,7 @@ def subsample_pairs(n: int, fraction: float, seed: int) -> np.ndarray:
         raise ValueError(f"subsample_pairs: n must be an integer >= 2, got {n!r}")
     if not (isinstance(fraction, (float, int)) and 0.0 < fraction <= 1.0):
         raise ValueError(f"subsample_pairs: fraction must be in (0, 1], got {fraction!r}")
-    k = max(2, int(round(fraction * n)))
+    k = max(2, round(fraction * n))
     if k >= n:
         return np.arange(n, dtype=np.int64)
     perm = torch.randperm(int(n), generator=torch.Generator().manual_seed(int(seed)))
@@ -121,7 +121,7 @@ class TrainConfig:
             raise ValueError("TrainConfig: invalid " + "; ".join(problems))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Build from a plain dict (e.g. params.yaml); unknown keys raise ``ValueError`` naming them."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
