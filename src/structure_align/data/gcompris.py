@@ -5,7 +5,8 @@ data):
 
 * ``gcompris_categorization`` (zero-shot): the photos of the *categorization* activity, class = image folder. Four
   folders are real classes (fishes, monuments, renewable energy, tools); ``others`` holds distractor objects of the
-  game (cups, chairs, ...) and ``alphabets``/``numbers`` hold one menu icon each, so none of them is a class.
+  game (cups, chairs, ...) and ``alphabets``/``numbers`` hold only a category cover picture beside SVG drawings, so
+  none of them is a class.
 * ``gcompris_explore_title`` / ``gcompris_explore_desc`` (retrieval): the photos of the four *explore* activities
   (monuments, world animals, world music, farm animals). Each photo is the ``image2`` of one entry of the activity's
   ``resource/board/board*.qml``, whose ``title`` and ``text`` (``qsTr("...")`` strings) give the caption: the title
@@ -330,7 +331,7 @@ def build_categorization(rcc_dir: Path, images_dir: Path, *, limit: int | None =
                        classnames=[CATEGORIZATION_CLASSES[f] for f in folders],
                        templates=list(CATEGORIZATION_TEMPLATES), source=SOURCE, version=version, counts=counts,
                        description="GCompris categorization activity: real photos in 4 classes (folders fishes, "
-                                   "monuments, renewable, tools; 'others' distractors and menu icons dropped)")
+                                   "monuments, renewable, tools; 'others' distractors and cover pictures dropped)")
     log.info("gcompris_categorization: %d photos in %d classes", len(df), len(folders))
     return df, info
 
