@@ -69,7 +69,7 @@ def _require(tool: str, hint: str) -> str:
 
 def _run(cmd: list[str], cwd: Path, what: str, hint: str) -> subprocess.CompletedProcess:
     log.info("running %s", " ".join(cmd))
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, check=False, cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-5:]
         raise AcquireError(f"{what} failed (exit {proc.returncode}): {' | '.join(tail)}; {hint}")

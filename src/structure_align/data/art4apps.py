@@ -71,7 +71,7 @@ def build_art4apps(resources_dir: Path, images_dir: Path, *, limit: int | None =
     df = pd.DataFrame(rows)
     classnames = [clean_classname(f) for f in folders]
     per_class = np.bincount(df["label"].to_numpy(), minlength=len(folders))
-    counts = {"files": len(items), "unreadable": len(unreadable), "rows": int(len(df)),
+    counts = {"files": len(items), "unreadable": len(unreadable), "rows": len(df),
               "per_class": {c: int(n) for c, n in zip(classnames, per_class)}}
     info = DatasetInfo(name="art4apps", task="zeroshot", classnames=classnames, templates=list(TEMPLATES),
                        source=SOURCE, version=spec.version,

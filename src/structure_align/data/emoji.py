@@ -37,7 +37,7 @@ def load_entries(package_root: Path) -> list[dict]:
     path = package_root / "emoji.json"
     data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of emoji entries, got {type(data).__name__}")
+        raise TypeError(f"{path}: expected a JSON list of emoji entries, got {type(data).__name__}")
     for i, entry in enumerate(data):
         for key in ("image", "unified"):
             if key not in entry:
@@ -82,8 +82,8 @@ def build_emoji(resources_dir: Path, images_dir: Path, *, limit: int | None = No
     df["split"] = split_pairs(captions, list(df["digest"]), test_fraction, seed)
     assert_split_disjoint(df, image_keys=list(df["digest"]), where="emoji")
     dup = pd.Series(captions).value_counts()
-    counts.update({"rows": int(len(df)), "train": int((df["split"] == "train").sum()),
-                   "test": int((df["split"] == "test").sum()), "unique_captions": int(len(dup)),
+    counts.update({"rows": len(df), "train": int((df["split"] == "train").sum()),
+                   "test": int((df["split"] == "test").sum()), "unique_captions": len(dup),
                    "captions_shared_by_several_emoji": int((dup > 1).sum()),
                    "identical_images": int(len(df) - df["digest"].nunique()), "categories": len(cats)})
     info = DatasetInfo(name="emoji", task="pairs", source=SOURCE, version=spec.version,

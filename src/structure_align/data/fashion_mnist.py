@@ -84,7 +84,7 @@ def build_fashion_mnist(resources_dir: Path, images_dir: Path, *, limit: int | N
                      "label": int(labels[i]), "split": "test", "source": SOURCE, "version": spec.version})
     df = pd.DataFrame(rows)
     per_class = np.bincount(df["label"].to_numpy(), minlength=len(CLASSNAMES))
-    counts = {"idx_split": split, "idx_rows": int(len(labels)), "rows": int(len(df)),
+    counts = {"idx_split": split, "idx_rows": len(labels), "rows": len(df),
               "per_class": {c: int(n) for c, n in zip(CLASSNAMES, per_class)}}
     info = DatasetInfo(name="fashion_mnist", task="zeroshot", classnames=list(CLASSNAMES), templates=list(TEMPLATES),
                        source=SOURCE, version=spec.version,

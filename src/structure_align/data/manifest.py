@@ -294,7 +294,7 @@ def grouped_split(keys_per_row: Sequence[Sequence[Hashable]], test_fraction: flo
         raise ValueError(f"test_fraction={test_fraction} must lie strictly between 0 and 1")
     groups = connected_groups(keys_per_row)
     n = len(groups)
-    target = int(round(test_fraction * n))
+    target = round(test_fraction * n)
     sizes = np.bincount(groups)
     order = np.random.default_rng(seed).permutation(len(sizes))
     is_test = np.zeros(len(sizes), dtype=bool)

@@ -135,7 +135,7 @@ class DatasetSpec:
             raise ValueError(f"dataset {self.name!r}: option limit={limit!r} must be None or a positive int")
         seed = merged.get("seed")
         if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"dataset {self.name!r}: option seed={seed!r} must be an int")
+            raise TypeError(f"dataset {self.name!r}: option seed={seed!r} must be an int")
         return merged
 
 

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 SOURCE = "tuxpaint-stamps-default"
 STAMPS_SUBDIR = "usr/share/tuxpaint/stamps"
 EXCLUDED = ("symbols/alphabets",)
-_DOCTYPE = re.compile(r"<!DOCTYPE[^\[>]*(\[.*?\])?\s*>", re.S)
+_DOCTYPE = re.compile(r"<!DOCTYPE[^\[>]*(\[.*?\])?\s*>", re.DOTALL)
 _ENTITY = re.compile(r"<!ENTITY\s+([A-Za-z_][\w.-]*)\s+[\"']([^\"'%&<]*)[\"']\s*>")
 _LOCALE_LINE = re.compile(r"^[A-Za-z]{2,3}(_[A-Za-z]{2})?(@\w+)?\.(utf8|UTF-8)=")
 
@@ -166,9 +166,9 @@ def build_tuxpaint(resources_dir: Path, images_dir: Path, *, limit: int | None =
     assert_split_disjoint(df, image_keys=list(df["digest"]), where="tuxpaint")
     dup_caps = pd.Series(captions).value_counts()
     counts.update({
-        "limit_kept": int(len(keep)), "rows": int(len(df)), "rows_png": int((df["kind"] == "png").sum()),
+        "limit_kept": len(keep), "rows": len(df), "rows_png": int((df["kind"] == "png").sum()),
         "rows_svg": int((df["kind"] == "svg").sum()), "train": int((df["split"] == "train").sum()),
-        "test": int((df["split"] == "test").sum()), "unique_captions": int(len(dup_caps)),
+        "test": int((df["split"] == "test").sum()), "unique_captions": len(dup_caps),
         "captions_shared_by_several_stamps": int((dup_caps > 1).sum()),
         "stamps_with_shared_caption": int(dup_caps[dup_caps > 1].sum()),
         "identical_images": int(len(df) - df["digest"].nunique()),
