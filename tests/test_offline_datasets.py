@@ -158,6 +158,9 @@ def test_emoji_builder_on_fake_package(tmp_path):
                         "has_img_google": True})
     entries.append({"name": "NO IMAGE", "unified": "1F000", "image": "x.png", "has_img_google": False})
     (root / "emoji.json").write_text(json.dumps(entries))
+    with pytest.raises(ValueError, match="test_fraction=1.5"):
+        build_manifest("emoji", res, tmp_path / "out", tmp_path / "img", test_fraction=1.5)
+    assert not (tmp_path / "img" / "emoji" / "1f600.png").exists()  # rejected before any image was written
     path, info = build_manifest("emoji", res, tmp_path / "out", tmp_path / "img", limit=10, seed=0)
     df, info = read_manifest(path)
     assert len(df) == 10 and info.counts["entries_with_google_image"] == 20

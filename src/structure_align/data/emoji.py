@@ -17,7 +17,15 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from .manifest import assert_split_disjoint, composite_on_white, file_sha256, save_png, split_pairs, stratified_subset
+from .manifest import (
+    assert_split_disjoint,
+    check_test_fraction,
+    composite_on_white,
+    file_sha256,
+    save_png,
+    split_pairs,
+    stratified_subset,
+)
 from .registry import DatasetInfo, get_source, register_dataset, source_dir
 
 log = logging.getLogger(__name__)
@@ -52,6 +60,7 @@ def load_entries(package_root: Path) -> list[dict]:
 def build_emoji(resources_dir: Path, images_dir: Path, *, limit: int | None = None, seed: int = 0,
                 test_fraction: float = 0.2) -> tuple[pd.DataFrame, DatasetInfo]:
     """Build the emoji pairs manifest; ``limit`` keeps a seeded subset stratified by emoji category."""
+    check_test_fraction(test_fraction, "emoji")
     spec = get_source(SOURCE)
     root = source_dir(resources_dir, SOURCE)
     entries = load_entries(root)

@@ -352,6 +352,13 @@ def file_sha256(path: str | os.PathLike) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def check_test_fraction(test_fraction: float, dataset: str) -> None:
+    """Reject a held-out fraction outside (0, 1) before any image is processed."""
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
+        raise ValueError(f"dataset {dataset!r}: option test_fraction={test_fraction!r} must lie strictly "
+                         f"between 0 and 1")
+
+
 def split_pairs(captions: Sequence[str], image_keys: Sequence[Hashable], test_fraction: float,
                 seed: int) -> np.ndarray:
     """Seeded split of one-caption-per-image pairs, disjoint by caption and by image content.

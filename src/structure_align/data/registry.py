@@ -197,7 +197,8 @@ def get_dataset(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        raise UnknownNameError(f"unknown dataset {name!r}; registered datasets: {', '.join(sorted(DATASETS))}") from None
+        known = ", ".join(sorted(DATASETS))
+        raise UnknownNameError(f"unknown dataset {name!r}; registered datasets: {known}") from None
 
 
 def get_source(name: str) -> SourceSpec:
@@ -248,8 +249,10 @@ register_source(SourceSpec(
 register_source(SourceSpec(
     name="gcompris-qt-data", client="apt", package="gcompris-qt-data", version="3.1-2",
     sha256="e9cf06ab2105529068df73085784e835d2ff03f870d2a8091f09125d40abac9f",
-    files=("usr/share/gcompris-qt/rcc",), licence="per-file: public domain / CC0 / CC-BY-SA (see the package's copyright)",
-    description="GCompris activity data as Qt .rcc bundles (explore_* photos with titles/descriptions, categorization)"))
+    files=("usr/share/gcompris-qt/rcc",),
+    licence="per-file: public domain / CC0 / CC-BY-SA (see the package's copyright)",
+    description="GCompris activity data as Qt .rcc bundles (explore_* photos with titles/descriptions, "
+                "categorization)"))
 register_source(SourceSpec(
     name="pysiogame", client="apt", package="pysiogame", version="4.20.01-1",
     sha256="6b22766dfd8ef3a046c2665fe2598ac8a1ecee3d331bda38accf53de65bc59bf",

@@ -20,7 +20,15 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from .manifest import assert_split_disjoint, composite_on_white, file_sha256, save_png, split_pairs, stratified_subset
+from .manifest import (
+    assert_split_disjoint,
+    check_test_fraction,
+    composite_on_white,
+    file_sha256,
+    save_png,
+    split_pairs,
+    stratified_subset,
+)
 from .registry import DatasetInfo, get_source, register_dataset, source_dir
 
 log = logging.getLogger(__name__)
@@ -136,6 +144,9 @@ def build_tuxpaint(resources_dir: Path, images_dir: Path, *, limit: int | None =
         import cairosvg  # noqa: F401  (checked up front: failing after rendering 600 PNGs would waste the run)
     except ImportError as exc:
         raise ImportError("the tuxpaint dataset renders SVG stamps with cairosvg: pip install cairosvg") from exc
+    check_test_fraction(test_fraction, "tuxpaint")
+    if isinstance(svg_size, bool) or not isinstance(svg_size, int) or svg_size < 8:
+        raise ValueError(f"dataset 'tuxpaint': option svg_size={svg_size!r} must be an int >= 8")
     spec = get_source(SOURCE)
     root = source_dir(resources_dir, SOURCE) / STAMPS_SUBDIR
     if not root.is_dir():
