@@ -58,8 +58,8 @@ def naive_mutual_knn(a: torch.Tensor, b: torch.Tensor, k: int) -> float:
         s.fill_diagonal_(-1e8)
         return s.topk(k, dim=1).indices
 
-    mask_a = torch.zeros(n, n, dtype=torch.float64).scatter_(1, knn(a), 1.0)
-    mask_b = torch.zeros(n, n, dtype=torch.float64).scatter_(1, knn(b), 1.0)
+    mask_a = torch.zeros(n, n).scatter_(1, knn(a), 1.0)
+    mask_b = torch.zeros(n, n).scatter_(1, knn(b), 1.0)
     return float(((mask_a * mask_b).sum(dim=1) / k).mean())
 
 
@@ -90,18 +90,18 @@ def bench_rs(batch_sizes: list[int], levels_list: list[int], repeats: int, seed:
             g = torch.Generator().manual_seed(seed)
             x = torch.randn(b, 768, generator=g)
             a0 = torch.randn(b, 512, generator=g)
-            kw = dict(levels=levels, tau=0.05, weighting=weighting)
+            kw = {"levels": levels, "tau": 0.05, "weighting": weighting}
 
-            def run(fn):
+            def run(fn, x=x, a0=a0):
                 a = a0.clone().requires_grad_(True)
                 out = fn(x, a)
                 out.backward()
                 return out.detach(), a.grad
 
-            def ours(x, a):
+            def ours(x, a, kw=kw):
                 return structure_regularizer(x, a, **kw)
 
-            def naive(x, a):
+            def naive(x, a, kw=kw):
                 return naive_structure_reg(x, a, **kw)
 
             v_ours, g_ours = run(ours)
@@ -126,17 +126,17 @@ def bench_layers(n: int, widths_a: list[int], widths_b: list[int], repeats: int,
     k = knn_k(n, "rice")
     fast = layer_scores(a_layers, b_layers, k="rice")
     slow = naive_layer_scores(a_layers, b_layers, k)
-    # identical neighbour overlaps: the total overlap counts agree exactly; the scores only differ by the order of
-    # the floating-point mean
+    # identical neighbour overlaps: the total overlap counts agree exactly; the scores differ only by the rounding of
+    # the naive float32 mean
     if not np.array_equal(np.rint(fast * n * k), np.rint(slow * n * k)) or not np.allclose(fast, slow, rtol=0,
-                                                                                            atol=1e-12):
+                                                                                            atol=1e-6):
         raise AssertionError(f"layer scores differ: max |diff| = {np.abs(fast - slow).max()}")
     med = interleaved_medians({"naive": lambda: naive_layer_scores(a_layers, b_layers, k),
                                "ours": lambda: layer_scores(a_layers, b_layers, k="rice")}, repeats, warmup=0)
     rows = ["| n | grid | k | naive loop (s) | layer_scores (s) | speed-up | scores identical |",
             "|---|---|---|---|---|---|---|",
-            f"| {n} | {len(widths_a)} x {len(widths_b)} | {k} | {med['naive']:.2f} | {med['ours']:.2f} "
-            f"| {med['naive'] / med['ours']:.1f}x | yes (same overlap counts) |"]
+            (f"| {n} | {len(widths_a)} x {len(widths_b)} | {k} | {med['naive']:.2f} | {med['ours']:.2f} "
+             f"| {med['naive'] / med['ours']:.1f}x | yes (same overlap counts) |")]
     print(rows[-1], flush=True)
     return rows
 
@@ -146,6 +146,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (smoke run)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", choices=["rs", "layers"], default=None, help="run one of the two parts")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -153,12 +154,14 @@ def main() -> None:
           flush=True)
     widths_a = [768] * 13  # a 13-hidden-state base-size vision transformer
     widths_b = [384] * 7  # a 7-hidden-state MiniLM-L6-size text encoder
-    if args.quick:
-        rs_rows = bench_rs([256], [1, 3], repeats=5, seed=args.seed)
-        layer_rows = bench_layers(500, widths_a, widths_b, repeats=1, seed=args.seed)
-    else:
-        rs_rows = bench_rs([512, 1024], [1, 3], repeats=15, seed=args.seed)
-        layer_rows = bench_layers(2000, widths_a, widths_b, repeats=3, seed=args.seed)
+    rs_rows: list[str] = []
+    layer_rows: list[str] = []
+    if args.only in (None, "rs"):
+        rs_rows = (bench_rs([256], [1, 3], repeats=5, seed=args.seed) if args.quick
+                   else bench_rs([512, 1024], [1, 3], repeats=15, seed=args.seed))
+    if args.only in (None, "layers"):
+        layer_rows = (bench_layers(500, widths_a, widths_b, repeats=1, seed=args.seed) if args.quick
+                      else bench_layers(2000, widths_a, widths_b, repeats=3, seed=args.seed))
     print("\n".join(["", *rs_rows, "", *layer_rows]))
 
 

@@ -171,7 +171,7 @@ def test_incremental_powers_match_matrix_power_reference(divergence):
     x = _features(64, 16, 11)
     a1 = _features(64, 10, 12).requires_grad_(True)
     a2 = a1.detach().clone().requires_grad_(True)
-    kw = dict(levels=4, tau=0.1, weighting="inverse", divergence=divergence)
+    kw = {"levels": 4, "tau": 0.1, "weighting": "inverse", "divergence": divergence}
     got = structure_regularizer(x, a1, **kw)
     ref = _reference_rs(x, a2, **kw)
     got.backward()
@@ -202,8 +202,8 @@ def test_invariant_to_a_joint_permutation_of_the_batch():
 
 def test_variants_run_and_are_zero_for_identical_inputs():
     x = _features(30, 6, 17)
-    for kw in (dict(distance="rbf"), dict(distance="spearman"), dict(centering="standard"),
-               dict(centering="none"), dict(center_first=True), dict(centering="standard", center_first=True)):
+    for kw in ({"distance": "rbf"}, {"distance": "spearman"}, {"centering": "standard"},
+               {"centering": "none"}, {"center_first": True}, {"centering": "standard", "center_first": True}):
         assert structure_regularizer(x, x.clone(), **kw).item() == pytest.approx(0.0, abs=1e-9), kw
         assert structure_regularizer(x, _features(30, 6, 18), **kw).item() > 0, kw
     # spearman ranks ignore positive scaling of the rows
@@ -230,10 +230,10 @@ def test_safe_normalize_skips_unit_rows_and_normalises_others():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(levels=0), "levels"), (dict(levels=1.5), "levels"), (dict(tau=0.0), "tau"),
-    (dict(weighting="log"), "weighting"), (dict(centering="median"), "centering"),
-    (dict(distance="l1"), "distance"), (dict(divergence="kl"), "divergence"), (dict(margin=-1.0), "margin"),
-    (dict(eps=-1e-3), "eps"), (dict(gamma=0.0), "gamma"),
+    ({"levels": 0}, "levels"), ({"levels": 1.5}, "levels"), ({"tau": 0.0}, "tau"),
+    ({"weighting": "log"}, "weighting"), ({"centering": "median"}, "centering"),
+    ({"distance": "l1"}, "distance"), ({"divergence": "kl"}, "divergence"), ({"margin": -1.0}, "margin"),
+    ({"eps": -1e-3}, "eps"), ({"gamma": 0.0}, "gamma"),
 ])
 def test_bad_options_are_rejected(kwargs, match):
     x = _features(8, 3, 24)

@@ -40,7 +40,7 @@ def _naive_mutual_knn(a: np.ndarray, b: np.ndarray, k: int) -> float:
         return [set(np.argsort(-row, kind="stable")[:k].tolist()) for row in s]
 
     sa, sb = sets(a), sets(b)
-    return float(np.mean([len(p & q) / k for p, q in zip(sa, sb)]))
+    return float(np.mean([len(p & q) / k for p, q in zip(sa, sb, strict=True)]))
 
 
 def test_knn_k_matches_the_spec_table():

@@ -20,6 +20,7 @@ exact (much more negative) value and change the loss whenever some Q entries und
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
@@ -183,7 +184,7 @@ def _check_options(x: torch.Tensor, a: torch.Tensor, levels: int, tau: float, we
         raise ValueError(f"R_S needs a batch of at least 2 rows, got B={x.shape[0]}")
     if x.device != a.device:
         raise ValueError(f"x and a must be on the same device, got {x.device} and {a.device}")
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 1:
         raise ValueError(f"levels must be an integer >= 1, got {levels!r}")
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting={weighting!r} is not one of {WEIGHTINGS}")
@@ -236,14 +237,14 @@ def structure_regularizer(x: torch.Tensor, a: torch.Tensor, *, levels: int = 1, 
     _check_options(x, a, levels, tau, weighting, centering, distance, divergence, margin, eps, gamma)
     div_fn = _DIVERGENCE_FNS[divergence]
     work_dtype = torch.float64 if torch.float64 in (x.dtype, a.dtype) else torch.float32
-    opts = dict(tau=tau, centering=centering, center_first=center_first, distance=distance, gamma=gamma)
+    opts = {"tau": tau, "centering": centering, "center_first": center_first, "distance": distance, "gamma": gamma}
     with torch.autocast(device_type=a.device.type, enabled=False):
         with torch.no_grad():
             p = transition_matrix(x.detach().to(work_dtype), **opts)
         q = transition_matrix(a.to(work_dtype), **opts)
         p_l, q_l = p, q
         total = q.new_zeros(())
-        for level in range(1, levels + 1):
+        for level in range(1, int(levels) + 1):
             if level > 1:
                 # incremental powers: one product per side and level instead of a fresh matrix_power
                 with torch.no_grad():
@@ -252,4 +253,4 @@ def structure_regularizer(x: torch.Tensor, a: torch.Tensor, *, levels: int = 1, 
             d_l = torch.clamp_min(div_fn.apply(p_l, q_l, eps) - margin, 0.0)
             weight = 1.0 if weighting == "none" else 1.0 / level
             total = total + weight * d_l
-    return total / levels
+    return total / int(levels)

@@ -93,12 +93,12 @@ def _knn(x: torch.Tensor, k: int) -> torch.Tensor:
     """:func:`knn_indices` on an already validated float tensor."""
     xn = F.normalize(x, p=2, dim=1)
     n = xn.shape[0]
-    out = torch.empty((n, k), dtype=torch.int64)
+    out = torch.empty((n, k), dtype=torch.int64, device=xn.device)
     chunk = max(1, _CHUNK_BYTES // (n * xn.element_size()))
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         sim = xn[start:stop] @ xn.T
-        rows = torch.arange(stop - start)
+        rows = torch.arange(stop - start, device=xn.device)
         # a sample is never its own neighbour
         sim[rows, rows + start] = -math.inf
         out[start:stop] = sim.topk(k, dim=1).indices
@@ -113,11 +113,11 @@ def _overlap_counts(idx_a: torch.Tensor, idx_b_stack: torch.Tensor) -> torch.Ten
     """
     m, n, k = idx_b_stack.shape
     idx_b_cat = idx_b_stack.permute(1, 0, 2).reshape(n, m * k)
-    totals = torch.zeros(m, dtype=torch.int64)
+    totals = torch.zeros(m, dtype=torch.int64, device=idx_a.device)
     chunk = max(1, _CHUNK_BYTES // n)
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        member = torch.zeros((stop - start, n), dtype=torch.bool)
+        member = torch.zeros((stop - start, n), dtype=torch.bool, device=idx_a.device)
         member.scatter_(1, idx_a[start:stop], True)
         hits = member.gather(1, idx_b_cat[start:stop]).reshape(stop - start, m, k)
         totals += hits.sum(dim=(0, 2))
@@ -184,7 +184,7 @@ def _mutual_knn_grid(a_layers: list[torch.Tensor], b_layers: list[torch.Tensor],
     idx_b_stack = torch.stack(idx_b)
     scores = np.empty((len(a_layers), len(b_layers)), dtype=np.float64)
     for i, x in enumerate(a_layers):
-        scores[i] = _overlap_counts(_knn(x, kk), idx_b_stack).numpy() / (n * kk)
+        scores[i] = _overlap_counts(_knn(x, kk), idx_b_stack).cpu().numpy() / (n * kk)
         bar.update(1)
     bar.close()
     return scores
@@ -200,9 +200,10 @@ def _cka_grid(a_layers: list[torch.Tensor], b_layers: list[torch.Tensor], progre
     n = ac[0].shape[0]
     n_mats = len(ac) + len(bc)
     block = max(1, _CHUNK_BYTES * 4 // (n * 8 * n_mats))
-    cross = torch.zeros((len(ac), len(bc)), dtype=torch.float64)
-    sq_a = torch.zeros(len(ac), dtype=torch.float64)
-    sq_b = torch.zeros(len(bc), dtype=torch.float64)
+    dev = ac[0].device
+    cross = torch.zeros((len(ac), len(bc)), dtype=torch.float64, device=dev)
+    sq_a = torch.zeros(len(ac), dtype=torch.float64, device=dev)
+    sq_b = torch.zeros(len(bc), dtype=torch.float64, device=dev)
     for start in tqdm(range(0, n, block), desc="CKA Gram blocks", disable=not progress):
         stop = min(n, start + block)
         ka = torch.stack([x @ x[start:stop].T for x in ac]).reshape(len(ac), -1)
@@ -213,7 +214,7 @@ def _cka_grid(a_layers: list[torch.Tensor], b_layers: list[torch.Tensor], progre
     denom = sq_a.sqrt()[:, None] * sq_b.sqrt()[None, :]
     if bool((denom == 0).any()):
         raise ValueError("layer_scores(cka): a layer is constant over the rows (zero centred Gram matrix)")
-    return (cross / denom).numpy()
+    return (cross / denom).cpu().numpy()
 
 
 def layer_scores(a_layers: Sequence[torch.Tensor | np.ndarray], b_layers: Sequence[torch.Tensor | np.ndarray],
@@ -267,7 +268,7 @@ def choose_layers(scores: np.ndarray | torch.Tensor, choice: str) -> tuple[int, 
     raise ValueError(f"choose_layers: choice={choice!r} is not one of {CHOICES}")
 
 
-def score_subsample(n: int, max_n: int = 5000, seed: int = 0) -> np.ndarray:
+def score_subsample(n: int, max_n: int = 5000, *, seed: int) -> np.ndarray:
     """Sorted row indices used for layer scoring (paper-spec §3.2 step 1): all n rows, or max_n drawn without
     replacement with a generator seeded by ``seed``."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
