@@ -191,4 +191,4 @@ def test_score_subsample_is_seeded_and_bounded():
     np.testing.assert_array_equal(s1, score_subsample(10_000, max_n=5000, seed=3))
     assert not np.array_equal(s1, score_subsample(10_000, max_n=5000, seed=4))
     with pytest.raises(ValueError, match="max_n"):
-        score_subsample(10, max_n=0)
+        score_subsample(10, max_n=0, seed=0)
