@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -202,7 +203,7 @@ def cmd_score_layers(args: argparse.Namespace) -> None:
     _set_threads(args.threads)
     pool = load_pair_pool(args.vision_features, args.text_features, args.manifests)
     train_rows, _ = validation_split(pool.vision_layers[0].shape[0], args.val_fraction, args.val_seed)
-    rows = train_rows[score_subsample(len(train_rows), args.n_samples, args.seed)]
+    rows = train_rows[score_subsample(len(train_rows), args.n_samples, seed=args.seed)]
     idx = torch.as_tensor(rows, dtype=torch.long)
     scores = layer_scores([v[idx] for v in pool.vision_layers], [t[idx] for t in pool.text_layers], k=args.k,
                           metric=args.metric, progress=True)
@@ -334,7 +335,10 @@ def _eval_one(aligner: Any, info_json: dict[str, Any], vp: str, tp: str, mp: str
         out["metrics"] = retrieval_aligner(aligner, x, y, position[groups[keep]],
                                            duplicate_gallery=args.duplicate_gallery, batch_size=args.batch_size,
                                            device=args.device)
-    log.info("%s (%s): %s", info.name, info.task, {k: round(v, 2) for k, v in out["metrics"].items()})
+    # undefined metrics (e.g. top-5 with fewer than 5 classes) are NaN; JSON has no NaN, so they become null
+    out["metrics"] = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in out["metrics"].items()}
+    log.info("%s (%s): %s", info.name, info.task,
+             {k: (round(v, 2) if v is not None else None) for k, v in out["metrics"].items()})
     return out
 
 
@@ -391,7 +395,7 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
     aggregate(args.runs, variants, retrieval=args.retrieval, zeroshot=args.zeroshot,
               summary_metrics=args.summary_metrics, main_csv=args.main_csv, main_md=args.main_md,
               main_tex=args.main_tex, scaling_csv=args.scaling_csv, scaling_png=args.scaling_png,
-              scaling_pdf=args.scaling_pdf, metrics_out=args.metrics_out)
+              scaling_pdf=args.scaling_pdf, metrics_out=args.metrics_out, summary_csv=args.summary_csv)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -501,7 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrieval", nargs="*", default=[])
     p.add_argument("--zeroshot", nargs="*", default=[])
     p.add_argument("--summary-metrics", nargs="+", default=["zeroshot_top1", "retrieval_r1"])
-    for name in ("main-csv", "main-md", "main-tex", "scaling-csv", "scaling-png", "scaling-pdf", "metrics-out"):
+    for name in ("main-csv", "main-md", "main-tex", "scaling-csv", "summary-csv", "scaling-png", "scaling-pdf",
+                 "metrics-out"):
         p.add_argument(f"--{name}", required=True)
     p.set_defaults(func=cmd_aggregate)
     return parser

@@ -19,8 +19,6 @@ import yaml
 
 SCHEMA_PATH = Path("workflow/schemas/params.schema.yaml")
 # hub families resolved by name prefix in structure_align.encoders (DESIGN.md "Encoders")
-HUB_PREFIXES: dict[str, str | None] = {"hf:": None, "timm:": "vision", "openclip-image:": "vision",
-                                       "openclip-text:": "text"}
 HEAD_LABELS = {"linear": "Linear", "mlp": "MLP", "csa": "CSA"}
 LAYER_LABELS = {"last": "Last", "similar": "Similar"}
 STRUCTURE_KEYS = ("lambda", "levels", "tau", "warmup_steps", "weighting")
@@ -84,16 +82,9 @@ def _default_dataset_registry() -> Mapping[str, Any]:
 
 
 def _default_encoder_modality() -> Callable[[str], str]:
-    from structure_align.encoders import encoder_modality, list_encoders
+    from structure_align.encoders import encoder_modality
 
-    known = set(list_encoders())
-
-    def modality(name: str) -> str:
-        if name not in known and not name.startswith(tuple(HUB_PREFIXES)):
-            raise KeyError(name)
-        return encoder_modality(name)
-
-    return modality
+    return encoder_modality
 
 
 def registry_errors(config: Mapping[str, Any], datasets: Mapping[str, Any] | None = None,
@@ -101,7 +92,7 @@ def registry_errors(config: Mapping[str, Any], datasets: Mapping[str, Any] | Non
     """Names the schema cannot check: datasets, their tasks and builder options, encoders and their modalities.
 
     ``datasets`` maps names to specs with ``.task`` and ``.resolve_options(options)``; ``encoder_modality(name)``
-    returns ``vision``/``text`` and raises ``KeyError`` for unknown names. Both default to the package registries.
+    returns ``vision``/``text`` and raises ``KeyError``/``ValueError`` for unknown names. Both default to the package registries.
     """
     datasets = _default_dataset_registry() if datasets is None else datasets
     encoder_modality = _default_encoder_modality() if encoder_modality is None else encoder_modality
@@ -127,8 +118,9 @@ def registry_errors(config: Mapping[str, Any], datasets: Mapping[str, Any] | Non
         for i, name in enumerate(config.get("encoders", {}).get(group, [])):
             try:
                 actual = encoder_modality(name)
-            except KeyError:
-                errors.append(f"params key 'encoders.{group}[{i}]': unknown encoder {name!r}")
+            except (KeyError, ValueError, OSError) as exc:
+                # KeyError/ValueError: not registered; OSError: a hub config that cannot be read (offline)
+                errors.append(f"params key 'encoders.{group}[{i}]': unknown or unresolvable encoder {name!r} ({exc})")
                 continue
             if actual != modality:
                 errors.append(f"params key 'encoders.{group}[{i}]': encoder {name!r} is a {actual} encoder, "

@@ -144,6 +144,8 @@ def collect_runs(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
         ident = {k: str(run[k]) for k in ("vision", "text", *RUN_KEYS)}
         for dataset, res in data["datasets"].items():
             for metric, value in res["metrics"].items():
+                if value is None:  # undefined for this dataset (evaluate writes null), e.g. top-5 of 3 classes
+                    continue
                 rows.append({**ident, "fraction": float(run["fraction"]), "seed": int(run["seed"]),
                              "n_train": int(run["n_train"]), "dataset": dataset, "task": res["task"],
                              "metric": metric, "value": float(value), "source": os.fspath(path)})
@@ -358,9 +360,10 @@ def dvc_metrics(table: pd.DataFrame, summary: pd.DataFrame, names: Sequence[str]
 def aggregate(runs: Sequence[str | os.PathLike], variants: Sequence[Mapping[str, Any]], *, retrieval: Sequence[str],
               zeroshot: Sequence[str], summary_metrics: Sequence[str], main_csv: str | os.PathLike,
               main_md: str | os.PathLike, main_tex: str | os.PathLike, scaling_csv: str | os.PathLike,
-              scaling_png: str | os.PathLike, scaling_pdf: str | os.PathLike,
-              metrics_out: str | os.PathLike) -> pd.DataFrame:
-    """Write the main table (csv/md/tex), the scaling csv + figure and the DVC metrics; returns the main table."""
+              scaling_png: str | os.PathLike, scaling_pdf: str | os.PathLike, metrics_out: str | os.PathLike,
+              summary_csv: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Write the main table (csv/md/tex), the scaling csv + figure, the per-seed summary metrics (the DVC plot
+    data) and the DVC metrics; returns the main table."""
     names = list(summary_metrics)
     tidy = collect_runs(runs)
     table = main_table(tidy, variants, retrieval, zeroshot)
@@ -371,6 +374,8 @@ def aggregate(runs: Sequence[str | os.PathLike], variants: Sequence[Mapping[str,
     write_text_atomic(scaling_csv, scaling.to_csv(index=False, float_format="%.4f"))
     summary = summary_frame(scaling, retrieval, zeroshot, names)
     plot_scaling(summary, names, scaling_png, scaling_pdf)
+    if summary_csv is not None:
+        write_text_atomic(summary_csv, summary.to_csv(index=False, float_format="%.4f"))
     write_text_atomic(metrics_out, json.dumps(dvc_metrics(table, summary, names), indent=2, sort_keys=True) + "\n")
     log.info("aggregated %d runs into %d table rows", len(runs), len(table))
     return table

@@ -1,10 +1,11 @@
 # Helpers shared by the rules: parameter checks, path lists, per-job parameter look-ups. Functions only (no rules),
 # so that the linter's "mixed rules and functions" check stays quiet.
 import json
+import os
 from pathlib import Path
 
 from structure_align import config as params_mod
-from structure_align.data import DATASETS
+from structure_align.data import DATASETS, SOURCES
 
 # clear, key-naming errors before anything is planned (schema + registry names that the schema cannot know)
 params_mod.check_params(config, "workflow/schemas/params.schema.yaml")
@@ -35,8 +36,20 @@ def src_files(*names):
     files = [f"{SRC}/cli.py", f"{SRC}/utils.py", f"{SRC}/config.py"]
     for name in names:
         path = Path(SRC) / name
-        files += sorted(str(p) for p in path.rglob("*.py")) if path.is_dir() else [f"{SRC}/{name}.py"]
+        files += (
+            sorted(str(p) for p in path.rglob("*.py"))
+            if path.is_dir()
+            else [f"{SRC}/{name}.py"]
+        )
     return sorted(set(files))
+
+
+def source_pin(wildcards):
+    """The pinned package, version and sha256 of a source: a changed pin reruns acquisition (params trigger), while
+    edits elsewhere in the data package do not (re-downloading is the most expensive step).
+    """
+    spec = SOURCES[wildcards.source]
+    return f"{spec.client}:{spec.package}={spec.version}@{spec.sha256}"
 
 
 def manifest_path(dataset):
@@ -49,7 +62,10 @@ def feature_path(dataset, encoder):
 
 def manifest_sources(wildcards):
     """SOURCE.json of every source the dataset's builder reads."""
-    return [f"resources/{source}/SOURCE.json" for source in DATASETS[wildcards.dataset].sources]
+    return [
+        f"resources/{source}/SOURCE.json"
+        for source in DATASETS[wildcards.dataset].sources
+    ]
 
 
 def manifest_options(wildcards):
@@ -59,13 +75,19 @@ def manifest_options(wildcards):
 
 def grid_features():
     """Feature files the main grid needs: each dataset with each vision and each text encoder of the pairs."""
-    encoders = list(dict.fromkeys(config["encoders"]["vision"] + config["encoders"]["text"]))
-    return [feature_path(d, e) for d in params_mod.grid_datasets(config) for e in encoders]
+    encoders = list(
+        dict.fromkeys(config["encoders"]["vision"] + config["encoders"]["text"])
+    )
+    return [
+        feature_path(d, e) for d in params_mod.grid_datasets(config) for e in encoders
+    ]
 
 
 def all_features():
     """Feature files of the features_all target: every listed encoder on every dataset of datasets.all."""
-    encoders = list(dict.fromkeys(config["encoders"]["all_vision"] + config["encoders"]["all_text"]))
+    encoders = list(
+        dict.fromkeys(config["encoders"]["all_vision"] + config["encoders"]["all_text"])
+    )
     return [feature_path(d, e) for d in config["datasets"]["all"] for e in encoders]
 
 
@@ -101,7 +123,11 @@ def run_variant(wildcards):
     """The method variant a run directory belongs to; a path outside the params grid is an error."""
     for variant in VARIANTS:
         if (variant.head, variant.layers, variant.lam, variant.levels, variant.tau) == (
-            wildcards.head, wildcards.choice, wildcards.lam, wildcards.levels, wildcards.tau
+            wildcards.head,
+            wildcards.choice,
+            wildcards.lam,
+            wildcards.levels,
+            wildcards.tau,
         ):
             return variant
     raise ValueError(
@@ -115,12 +141,31 @@ def structure_json(wildcards):
     return json.dumps(dict(run_variant(wildcards).structure or {}), sort_keys=True)
 
 
+def run_pattern():
+    """Wildcard pattern of a run directory; the same layout as structure_align.config.run_dir."""
+    parts = [
+        "{vision}__{text}",
+        "{head}",
+        "layers~{choice}",
+        "lambda~{lam}",
+        "levels~{levels}",
+        "tau~{tau}",
+        "frac~{frac}",
+        "seed~{seed}",
+    ]
+    return os.path.join(RESULTS, "runs", *parts)
+
+
 def run_metrics():
-    return [f"{d}/metrics.json" for d in params_mod.run_dirs(config, root=f"{RESULTS}/runs")]
+    return [
+        f"{d}/metrics.json" for d in params_mod.run_dirs(config, root=f"{RESULTS}/runs")
+    ]
 
 
 def run_train_infos():
-    return [f"{d}/train.json" for d in params_mod.run_dirs(config, root=f"{RESULTS}/runs")]
+    return [
+        f"{d}/train.json" for d in params_mod.run_dirs(config, root=f"{RESULTS}/runs")
+    ]
 
 
 def report_outputs():
@@ -129,6 +174,7 @@ def report_outputs():
         f"{RESULTS}/tables/main.md",
         f"{RESULTS}/tables/main.tex",
         f"{RESULTS}/tables/scaling.csv",
+        f"{RESULTS}/tables/scaling_summary.csv",
         f"{RESULTS}/figures/scaling.png",
         f"{RESULTS}/figures/scaling.pdf",
         f"{RESULTS}/metrics.json",
@@ -136,10 +182,25 @@ def report_outputs():
 
 
 def heatmaps():
-    return [f"{RESULTS}/figures/layers_{v}__{t}.{ext}" for v, t in PAIRS for ext in ("png", "pdf")]
+    return [
+        f"{RESULTS}/figures/layers_{v}__{t}.{ext}"
+        for v, t in PAIRS
+        for ext in ("png", "pdf")
+    ]
 
 
 def variant_specs():
     """Variant rows for the report, in params order, as one JSON string."""
-    return json.dumps([{"label": v.label, "head": v.head, "layers": v.layers, "lambda": v.lam, "levels": v.levels,
-                        "tau": v.tau} for v in VARIANTS])
+    return json.dumps(
+        [
+            {
+                "label": v.label,
+                "head": v.head,
+                "layers": v.layers,
+                "lambda": v.lam,
+                "levels": v.levels,
+                "tau": v.tau,
+            }
+            for v in VARIANTS
+        ]
+    )

@@ -5,12 +5,14 @@
 
 rule acquire:
     input:
-        code=src_files("data"),
+        code=f"{SRC}/data/acquire.py",
     output:
         "resources/{source}/SOURCE.json",
     log:
         f"{RESULTS}/logs/acquire/{{source}}.log",
     retries: 2
+    params:
+        pin=source_pin,
     shell:
         "python -m structure_align acquire --source {wildcards.source} --resources-dir resources "
         "--out {output} > {log} 2>&1"
@@ -23,11 +25,11 @@ rule manifest:
     output:
         parquet=f"{RESULTS}/manifests/{{dataset}}.parquet",
         info=f"{RESULTS}/manifests/{{dataset}}.json",
+    log:
+        f"{RESULTS}/logs/manifest/{{dataset}}.log",
     params:
         options=manifest_options,
         images=f"{RESULTS}/images",
-    log:
-        f"{RESULTS}/logs/manifest/{{dataset}}.log",
     shell:
         "python -m structure_align manifest --dataset {wildcards.dataset} --resources-dir resources "
         "--images-dir {params.images} --options {params.options:q} --out {output.parquet} "

@@ -7,17 +7,17 @@ rule extract_features:
         code=src_files("features", "encoders", "data"),
     output:
         f"{RESULTS}/features/{{dataset}}/{{encoder}}.safetensors",
-    params:
-        batch_size=config["extraction"]["batch_size"],
-        dtype=config["extraction"]["dtype"],
-        device=config["device"],
-    threads: 2
-    resources:
-        gpu=1 if config["device"].startswith("cuda") else 0,
     log:
         f"{RESULTS}/logs/extract_features/{{dataset}}/{{encoder}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/extract_features/{{dataset}}/{{encoder}}.tsv"
+    threads: 2
+    resources:
+        gpu=1 if config["device"].startswith("cuda") else 0,
+    params:
+        batch_size=config["extraction"]["batch_size"],
+        dtype=config["extraction"]["dtype"],
+        device=config["device"],
     shell:
         "python -m structure_align extract --manifest {input.manifest} --encoder {wildcards.encoder} "
         "--out {output} --batch-size {params.batch_size} --dtype {params.dtype} --device {params.device} "

