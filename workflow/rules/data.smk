@@ -21,7 +21,7 @@ rule acquire:
 rule manifest:
     input:
         sources=manifest_sources,
-        code=src_files("data"),
+        code=src_files("data", wrapper=False),
     output:
         parquet=f"{RESULTS}/manifests/{{dataset}}.parquet",
         info=f"{RESULTS}/manifests/{{dataset}}.json",

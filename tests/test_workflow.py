@@ -1,0 +1,192 @@
+"""The smoke workflow end to end in a temporary copy of the repository (marker ``workflow``; a few minutes).
+
+One module-scoped run of `snakemake --configfile workflow/configs/smoke.yaml` feeds the checks: the main table
+(rows, columns, finite numbers), the figures, the partial-rerun plan after a parameter change (from the dry-run job
+list), the linter, and a DVC push/pull round trip through a local remote followed by `snakemake --touch`.
+Acquired sources are shared with the repository's resources/ (symlink), so a second run downloads nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = pytest.mark.workflow
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = "workflow/configs/smoke.yaml"
+BIN = Path(sys.executable).parent
+RUN_TIMEOUT = 1800
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # the rules call `python -m structure_align`
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def _run(cmd: list[str], cwd: Path, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def _copy_repo(dest: Path) -> Path:
+    """Tracked and untracked-but-not-ignored files (the working tree as a fresh clone would see it)."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    (ROOT / "resources").mkdir(exist_ok=True)
+    (dest / "resources").symlink_to(ROOT / "resources", target_is_directory=True)
+    return dest
+
+
+def _snakemake(repo: Path, *args: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
+    return _run([str(BIN / "snakemake"), "--workflow-profile", "workflow/profiles/default", "--cores", "2", *args],
+                repo, timeout=timeout, check=check)
+
+
+def _job_counts(dry_run_output: str) -> dict[str, int]:
+    """Parse the 'Job stats' table of `snakemake -n` (empty dict = nothing to be done)."""
+    counts: dict[str, int] = {}
+    block = dry_run_output.split("Job stats:", 1)
+    if len(block) < 2:
+        return counts
+    for line in block[1].splitlines()[3:]:
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        if m.group(1) != "total":
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = _copy_repo(tmp_path_factory.mktemp("repo"))
+    _snakemake(repo, "--configfile", SMOKE, timeout=RUN_TIMEOUT)
+    return repo
+
+
+def _smoke_config(repo: Path) -> dict:
+    base = yaml.safe_load((repo / "params.yaml").read_text())
+    smoke = yaml.safe_load((repo / SMOKE).read_text())
+    from structure_align.config import merge_params
+
+    return merge_params(base, smoke)
+
+
+def test_smoke_table_rows_columns_and_numbers(smoke: Path) -> None:
+    conf = _smoke_config(smoke)
+    out = smoke / conf["results_dir"]
+    table = pd.read_csv(out / "tables/main.csv")
+    assert list(table.method) == ["Linear + Last", "Linear + Similar", "Linear + Similar + R_S"]
+    metric_cols = [f"{d} top-1" for d in conf["datasets"]["zeroshot"]]
+    metric_cols += [f"{d} {m}" for d in conf["datasets"]["retrieval"]
+                    for m in ("I2T R@1", "I2T R@5", "T2I R@1", "T2I R@5")]
+    missing = [c for c in metric_cols if c not in table.columns]
+    assert not missing, missing
+    for col in metric_cols:
+        values = table[col].to_numpy()
+        assert all(math.isfinite(v) and 0 <= v <= 100 for v in values), (col, values)
+    assert (table.n_seeds == len(conf["training"]["seeds"])).all()
+    rel = table["avg. rel. improvement vs + Last (%)"]
+    assert rel.iloc[0] == 0 and all(math.isfinite(v) for v in rel)
+    assert "±" in (out / "tables/main.md").read_text()
+    scaling = pd.read_csv(out / "tables/scaling.csv")
+    assert sorted(scaling.fraction.unique()) == sorted(conf["training"]["fractions"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["effnet-lite0__minilm-l6"]) == set(table.method)
+    for name in ("scaling.png", "scaling.pdf", "layers_effnet-lite0__minilm-l6.png",
+                 "layers_effnet-lite0__minilm-l6.pdf"):
+        assert (out / "figures" / name).stat().st_size > 1000, name
+
+
+def _modified_plan(repo: Path, tmp_path: Path, change) -> dict[str, int]:
+    conf = _smoke_config(repo)
+    change(conf)
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    # a complete replacement (not a merge onto params.yaml), so that list values can shrink
+    proc = _snakemake(repo, "-n", "--replace-workflow-config", "--configfile", str(path))
+    return _job_counts(proc.stdout + proc.stderr)
+
+
+def test_completed_run_is_up_to_date(smoke: Path) -> None:
+    proc = _snakemake(smoke, "-n", "--configfile", SMOKE)
+    assert _job_counts(proc.stdout + proc.stderr) == {}, proc.stdout[-3000:]
+
+
+@pytest.mark.parametrize("change, expected_train", [
+    (lambda c: c["structure"].update({"lambda": 5}), 4),   # only the R_S variant: 2 fractions x 2 seeds
+    (lambda c: c["structure"].update({"levels": 2}), 4),
+    (lambda c: c["training"].update({"fractions": [0.25, 0.5, 1.0]}), 3 * 2),  # 3 variants x 2 seeds at 0.25
+    (lambda c: c["training"].update({"seeds": [1, 2, 3]}), 3 * 2),  # 3 variants x 2 fractions for seed 3
+])
+def test_parameter_change_reruns_only_train_evaluate_aggregate(smoke: Path, tmp_path: Path, change,
+                                                              expected_train: int) -> None:
+    counts = _modified_plan(smoke, tmp_path, change)
+    assert set(counts) <= {"train", "evaluate", "aggregate", "all"}, counts
+    assert counts.get("train") == expected_train and counts.get("evaluate") == expected_train
+    assert counts.get("aggregate") == 1
+
+
+def test_lint_reports_only_the_documented_conda_suggestion() -> None:
+    proc = _run([str(BIN / "snakemake"), "--lint"], ROOT, check=False)
+    bullets = [line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip().startswith("* ")]
+    assert bullets, "expected the conda/container suggestion (README: Software environment)"
+    assert all(b.startswith("* Specify a conda environment or container") for b in bullets), bullets
+
+
+def test_invalid_params_fail_before_any_job_with_the_key(smoke: Path, tmp_path: Path) -> None:
+    conf = _smoke_config(smoke)
+    conf["training"]["fractions"] = [0.5, 1.5]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    proc = _snakemake(smoke, "-n", "--replace-workflow-config", "--configfile", str(path), check=False)
+    assert proc.returncode != 0
+    assert "training.fractions[1]" in proc.stdout + proc.stderr
+
+
+def test_dvc_push_pull_round_trip_then_touch(smoke: Path, tmp_path: Path) -> None:
+    """Features go to a local DVC remote and come back byte-identical; after `snakemake --touch` nothing reruns."""
+    dvc = str(BIN / "dvc")
+    conf = _smoke_config(smoke)
+    features = f"{conf['results_dir']}/features"
+    git = ["git", "-c", "user.name=ci", "-c", "user.email=ci@example.org"]
+    _run(["git", "init", "-q"], smoke)
+    # the copy's results/ is git-ignored; let DVC place its .dvc file for the smoke features
+    with (smoke / ".gitignore").open("a") as fh:
+        fh.write(f"!/{conf['results_dir']}/\n")
+    _run(["git", "add", ".gitignore", ".dvc", ".dvcignore", "dvc.yaml", "params.yaml"], smoke)
+    _run([*git, "commit", "-qm", "smoke"], smoke)
+    before = {p.relative_to(smoke): p.read_bytes() for p in sorted((smoke / features).rglob("*.safetensors"))}
+    assert before
+    remote = tmp_path / "remote"
+    _run([dvc, "remote", "add", "--local", "-d", "local", str(remote)], smoke)
+    _run([dvc, "add", features], smoke)
+    _run([dvc, "push"], smoke)
+    shutil.rmtree(smoke / features)
+    shutil.rmtree(smoke / ".dvc/cache")
+    _run([dvc, "pull"], smoke)
+    after = {p.relative_to(smoke): p.read_bytes() for p in sorted((smoke / features).rglob("*.safetensors"))}
+    assert after == before
+    _snakemake(smoke, "--touch", "--configfile", SMOKE)
+    proc = _snakemake(smoke, "-n", "--configfile", SMOKE)
+    assert _job_counts(proc.stdout + proc.stderr) == {}, proc.stdout[-3000:]
