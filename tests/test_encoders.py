@@ -279,7 +279,7 @@ def test_minilm_last_layer_equals_sentence_transformers():
 @pytest.mark.slow
 def test_mpnet_unpacks_and_has_13_layers(tmp_path):
     enc = load_encoder("mpnet-base", device="cpu", cache_dir=tmp_path)
-    assert enc.n_layers == 13 and enc.embed_dims == [768] * 13
+    assert enc.n_layers == 13 and enc.embed_dims == [768] * 13 and enc.max_length == 384
     assert (tmp_path / "all-mpnet-base-v2" / "config.json").is_file()
     assert not (tmp_path / "all-mpnet-base-v2.zip").exists()
     with torch.inference_mode():

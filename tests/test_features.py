@@ -15,8 +15,8 @@ from structure_align.data import DatasetInfo, dataset_texts, read_manifest, writ
 from structure_align.encoders import load_encoder, masked_mean
 from structure_align.features import (
     FeatureFileError,
-    feature_file_info,
     extract_features,
+    feature_file_info,
     load_features,
     write_safetensors_streaming,
 )

@@ -107,13 +107,12 @@ def write_safetensors_streaming(path: str | os.PathLike, tensors: dict[str, np.n
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % 8)
     path = Path(path)
-    with atomic_write(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(raw)))
-            f.write(raw)
-            for arr in arrays:
-                if arr.nbytes:
-                    f.write(memoryview(arr.reshape(-1)).cast("B"))
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for arr in arrays:
+            if arr.nbytes:
+                f.write(memoryview(arr.reshape(-1)).cast("B"))
     return path
 
 

@@ -109,14 +109,13 @@ class ResizeCropNormalize:
         """One PIL image -> ``[3, crop, crop]`` float32 tensor."""
         img = image.convert("RGB")
         w, h = img.size
-        scale = self.resize / min(w, h)
         # round like torchvision's Resize(int): the shorter side becomes exactly `resize`
         new_w, new_h = (self.resize, max(1, int(self.resize * h / w))) if w <= h else \
             (max(1, int(self.resize * w / h)), self.resize)
-        if scale != 1.0 or (new_w, new_h) != (w, h):
+        if (new_w, new_h) != (w, h):
             img = img.resize((new_w, new_h), _PIL_INTERPOLATION[self.interpolation])
-        left = int(round((new_w - self.crop) / 2.0))
-        top = int(round((new_h - self.crop) / 2.0))
+        left = round((new_w - self.crop) / 2.0)
+        top = round((new_h - self.crop) / 2.0)
         img = img.crop((left, top, left + self.crop, top + self.crop))
         arr = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
         return torch.from_numpy((arr - self.mean) / self.std)

