@@ -233,7 +233,7 @@ def test_safe_normalize_skips_unit_rows_and_normalises_others():
     ({"levels": 0}, "levels"), ({"levels": 1.5}, "levels"), ({"tau": 0.0}, "tau"),
     ({"weighting": "log"}, "weighting"), ({"centering": "median"}, "centering"),
     ({"distance": "l1"}, "distance"), ({"divergence": "kl"}, "divergence"), ({"margin": -1.0}, "margin"),
-    ({"eps": -1e-3}, "eps"), ({"gamma": 0.0}, "gamma"),
+    ({"eps": -1e-3}, "eps"), ({"eps": 0.0}, "eps"), ({"gamma": 0.0}, "gamma"),
 ])
 def test_bad_options_are_rejected(kwargs, match):
     x = _features(8, 3, 24)

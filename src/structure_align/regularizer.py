@@ -166,8 +166,8 @@ def level_divergence(p: torch.Tensor, q: torch.Tensor, *, divergence: str = "cod
         raise ValueError(f"divergence={divergence!r} is not one of {DIVERGENCES}")
     if p.ndim != 2 or p.shape != q.shape:
         raise ValueError(f"p and q must be two matrices of the same shape, got {tuple(p.shape)} and {tuple(q.shape)}")
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps!r}")
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0 (zero probabilities would give log 0), got {eps!r}")
     return _DIVERGENCE_FNS[divergence].apply(p.detach(), q, eps)
 
 
@@ -198,8 +198,8 @@ def _check_options(x: torch.Tensor, a: torch.Tensor, levels: int, tau: float, we
         raise ValueError(f"tau must be > 0, got {tau!r}")
     if not gamma > 0:
         raise ValueError(f"gamma must be > 0, got {gamma!r}")
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps!r}")
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0 (zero probabilities would give log 0), got {eps!r}")
     if not margin >= 0:
         raise ValueError(f"margin must be >= 0, got {margin!r}")
 
