@@ -247,7 +247,17 @@ def test_bad_shapes_are_rejected():
         structure_regularizer(x, x[:5])
     with pytest.raises(ValueError, match="2-D"):
         structure_regularizer(x[0], x[0])
-    with pytest.raises(ValueError, match="at least 2"):
-        structure_regularizer(x[:1], x[:1])
+    with pytest.raises(ValueError, match="at least 1"):
+        structure_regularizer(x[:0], x[:0])
     with pytest.raises(ValueError, match="divergence"):
         level_divergence(torch.eye(2), torch.eye(2), divergence="kl")
+
+
+@pytest.mark.parametrize("centering", ["mean", "standard", "none"])
+def test_a_single_row_batch_gives_zero_and_a_zero_gradient(centering):
+    x = _features(1, 5, 26)
+    a = _features(1, 3, 27).requires_grad_(True)
+    rs = structure_regularizer(x, a, centering=centering, levels=2)
+    assert rs.item() == 0.0
+    rs.backward()
+    assert a.grad is not None and torch.equal(a.grad, torch.zeros_like(a))

@@ -180,8 +180,8 @@ def _check_options(x: torch.Tensor, a: torch.Tensor, levels: int, tau: float, we
         raise ValueError(f"x and a must be 2-D [B, d], got x.shape={tuple(x.shape)}, a.shape={tuple(a.shape)}")
     if x.shape[0] != a.shape[0]:
         raise ValueError(f"x and a must have the same number of rows, got {x.shape[0]} and {a.shape[0]}")
-    if x.shape[0] < 2:
-        raise ValueError(f"R_S needs a batch of at least 2 rows, got B={x.shape[0]}")
+    if x.shape[0] < 1:
+        raise ValueError("R_S needs a batch of at least 1 row, got B=0")
     if x.device != a.device:
         raise ValueError(f"x and a must be on the same device, got {x.device} and {a.device}")
     if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 1:
@@ -237,6 +237,10 @@ def structure_regularizer(x: torch.Tensor, a: torch.Tensor, *, levels: int = 1, 
     _check_options(x, a, levels, tau, weighting, centering, distance, divergence, margin, eps, gamma)
     div_fn = _DIVERGENCE_FNS[divergence]
     work_dtype = torch.float64 if torch.float64 in (x.dtype, a.dtype) else torch.float32
+    if x.shape[0] == 1:
+        # a single point has no neighbourhood structure (P = Q = [[1]] -> D = 0); a trailing batch of one row must not
+        # crash training, and "standard" centering would otherwise divide 0 by an undefined std
+        return a.to(work_dtype).sum() * 0.0
     opts = {"tau": tau, "centering": centering, "center_first": center_first, "distance": distance, "gamma": gamma}
     with torch.autocast(device_type=a.device.type, enabled=False):
         with torch.no_grad():
