@@ -120,7 +120,7 @@ def test_score_train_evaluate_aggregate(toy: dict[str, Path]) -> None:
           "--vision-features", root / "features/toypairs/v.safetensors", root / "features/toyzs/v.safetensors",
           "--text-features", root / "features/toypairs/t.safetensors", root / "features/toyzs/t.safetensors",
           "--manifests", root / "manifests/toypairs.parquet", root / "manifests/toyzs.parquet",
-          "--test-split-datasets", "toypairs", "--device", "cpu", "--out", run / "metrics.json"])
+          "--test-split-datasets", "toypairs", "--device", "auto", "--out", run / "metrics.json"])
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["run"]["vision"] == "v" and metrics["run"]["lambda"] == "10" and metrics["run"]["tau"] == "0.05"
     pairs = metrics["datasets"]["toypairs"]

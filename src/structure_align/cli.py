@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .utils import log, setup_logging, write_text_atomic
+from .utils import log, resolve_device, setup_logging, write_text_atomic
 
 
 class CLIError(RuntimeError):
@@ -351,6 +351,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     _require_files([args.heads, args.info, *args.vision_features, *args.text_features, *args.manifests], "evaluate")
     _set_threads(args.threads)
     info_json = json.loads(Path(args.info).read_text(encoding="utf-8"))
+    args.device = resolve_device(args.device)  # "auto" is not a torch device string
     aligner = load_aligner(args.heads, device=args.device)
     results = {}
     for name, vp, tp, mp in zip(args.datasets, args.vision_features, args.text_features, args.manifests):
