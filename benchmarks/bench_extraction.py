@@ -120,7 +120,8 @@ def run_child(mode: str, encoder_name: str, manifest: Path, batch_size: int, thr
               out_dir: Path, repeats: int) -> dict:
     """One measurement process.
 
-    ``timing``: bare forward and ``extract_features`` alternate ``repeats`` times in the same process, so both see
+    ``timing``: bare forward and ``extract_features`` alternate ``repeats`` times in the same process (which one
+    goes first alternates too), so both see
     the same load of the shared machine; the fastest run of each is reported (other jobs only ever slow a run
     down) together with the median of the per-round ratios. ``rss-bare`` / ``rss-extract``: one run each, for the
     peak resident set size of that path alone.
@@ -133,9 +134,14 @@ def run_child(mode: str, encoder_name: str, manifest: Path, batch_size: int, thr
     if mode == "timing":
         batches = _preprocessed(enc, paths, batch_size)
         bare, extract = [], []
-        for _ in range(repeats):
-            bare.append(_bare(enc, batches))
-            extract.append(_extract(enc, manifest, out, batch_size, num_workers))
+        for r in range(repeats):
+            # alternate which path goes first, so that neither always follows the other
+            if r % 2 == 0:
+                bare.append(_bare(enc, batches))
+                extract.append(_extract(enc, manifest, out, batch_size, num_workers))
+            else:
+                extract.append(_extract(enc, manifest, out, batch_size, num_workers))
+                bare.append(_bare(enc, batches))
         ratios = [b / e for b, e in zip(bare, extract, strict=True)]
         res.update({"repeats": repeats, "bare_seconds": [round(t, 3) for t in bare],
                     "extract_seconds": [round(t, 3) for t in extract],
