@@ -28,6 +28,9 @@ _EXPORTS: dict[str, str] = {
     "last_layers": "similarity",
     "similar_layers": "similarity",
     "knn_k": "similarity",
+    "knn_indices": "similarity",
+    "score_subsample": "similarity",
+    "level_divergence": "regularizer",
     # heads and CSA (§4)
     "LinearHead": "heads",
     "MLPHead": "heads",
@@ -52,12 +55,17 @@ _EXPORTS: dict[str, str] = {
     "dataset_texts": "data",
     "DATASETS": "data",
     "SOURCES": "data",
+    "build_manifest": "data",
+    "acquire": "data",
     "load_encoder": "encoders",
     "register_encoder": "encoders",
     "list_encoders": "encoders",
+    "encoder_modality": "encoders",
     "extract_features": "features",
     "load_features": "features",
     "FeatureFileError": "features",
+    "FeatureSet": "features",
+    "feature_file_info": "features",
 }
 
 __all__ = sorted(_EXPORTS)
