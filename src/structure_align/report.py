@@ -109,17 +109,19 @@ def plot_layer_heatmap(scores_csv: str | os.PathLike, choice_json: str | os.Path
         fig, (ax,) = _figure(1.2 + 0.28 * len(tnames), 1.0 + 0.22 * len(vnames))
         im = ax.imshow(scores, cmap="viridis", aspect="auto", origin="lower")
         fig.colorbar(im, ax=ax, label=choice.get("metric", "score"))
-        marks = (("similar", "*", "white", "similar (max)"), ("last", "s", "red", "last x last"))
-        for key, marker, color, label in marks:
+        # white star with a black edge stays visible on the colormap and in the legend
+        marks = (("similar", "*", "white", "black", "similar (max)"), ("last", "s", "none", "red", "last x last"))
+        for key, marker, face, edge, label in marks:
             c = choice[key]
-            ax.scatter([c["text_layer"]], [c["vision_layer"]], marker=marker, s=90, facecolors="none" if
-                       marker == "s" else color, edgecolors=color, linewidths=1.5, label=f"{label}: "
-                       f"{c['vision_layer']}, {c['text_layer']} ({c['score']:.3f})")
+            ax.scatter([c["text_layer"]], [c["vision_layer"]], marker=marker, s=110, facecolors=face,
+                       edgecolors=edge, linewidths=1.2, label=f"{label}: vision {c['vision_layer']}, text "
+                       f"{c['text_layer']} ({c['score']:.3f})")
         ax.set_xticks(range(len(tnames)))
         ax.set_yticks(range(len(vnames)))
         ax.set_xlabel(f"text layer ({pair.split('__')[-1]})")
         ax.set_ylabel(f"vision layer ({pair.split('__')[0]})")
-        ax.set_title(title or f"layer similarity {pair} (n={choice.get('n_rows', '?')}, k={choice.get('k', '?')})")
+        ax.set_title(title or f"{pair.replace('__', ' x ')}\n{choice.get('metric', 'score')}, "
+                              f"n={choice.get('n_rows', '?')}, k={choice.get('k', '?')}")
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncols=1, frameon=False)
         save_figure(fig, png, pdf)
     log.info("heatmap %s: %d x %d layers", png, len(vnames), len(tnames))
@@ -318,6 +320,7 @@ def plot_scaling(summary: pd.DataFrame, names: Sequence[str], png: str | os.Path
     multi_pair = summary.encoders.nunique() > 1
     with matplotlib.rc_context(STYLE):
         from matplotlib import colormaps
+        from matplotlib.ticker import NullLocator
 
         colors = colormaps["tab10"].colors
         fig, axes = _figure(3.0 * len(names) + 0.5, 3.0, ncols=len(names))
@@ -331,6 +334,10 @@ def plot_scaling(summary: pd.DataFrame, names: Sequence[str], png: str | os.Path
                 ax.plot(x, m, marker="o", ms=3, lw=1.2, color=colors[ci % len(colors)], label=label)
                 ax.fill_between(x, m - std, m + std, color=colors[ci % len(colors)], alpha=0.2, lw=0)
             ax.set_xscale("log")
+            # label exactly the measured sizes; log-axis minor labels (2x10^2, 3x10^2, ...) would overlap
+            sizes = sorted(summary.n_train_pairs.unique())
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_xticks(sizes, [str(int(n)) for n in sizes])
             ax.set_xlabel("training pairs")
             ax.set_ylabel(SUMMARY_LABELS[name])
             ax.grid(True, which="major", lw=0.3)
