@@ -106,7 +106,7 @@ def plot_layer_heatmap(scores_csv: str | os.PathLike, choice_json: str | os.Path
     choice = json.loads(Path(choice_json).read_text(encoding="utf-8"))
     pair = Path(scores_csv).parent.name
     with matplotlib.rc_context(STYLE):
-        fig, (ax,) = _figure(1.2 + 0.28 * len(tnames), 1.0 + 0.22 * len(vnames))
+        fig, (ax,) = _figure(max(3.5, 1.2 + 0.28 * len(tnames)), max(3.5, 1.6 + 0.22 * len(vnames)))
         im = ax.imshow(scores, cmap="viridis", aspect="auto", origin="lower")
         fig.colorbar(im, ax=ax, label=choice.get("metric", "score"))
         # white star with a black edge stays visible on the colormap and in the legend
