@@ -63,9 +63,11 @@ remote:  ## configure a local DVC remote (DVC_REMOTE=/path, default ../structure
 push:  ## upload DVC-tracked outputs (features, manifests, runs, ...) to the default remote
 	dvc push
 
-# DVC does not preserve mtimes; --touch marks the pulled outputs up to date so Snakemake does not recompute them
-pull:  ## download DVC-tracked outputs, then make Snakemake accept them (snakemake --touch)
+# resources/ is re-acquired (pinned by sha256) rather than pulled; DVC does not preserve mtimes, so --touch then marks
+# the pulled outputs up to date and Snakemake does not recompute them
+pull: install  ## dvc pull, acquire the pinned sources, then make Snakemake accept the pulled outputs (--touch)
 	dvc pull
+	$(SNAKEMAKE) sources
 	$(SNAKEMAKE) --touch
 
 dag:  ## the rule graph as SVG (needs graphviz `dot`)

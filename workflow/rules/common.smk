@@ -59,6 +59,14 @@ def source_pin(wildcards):
     return f"{spec.client}:{spec.package}={spec.version}@{spec.sha256}"
 
 
+def grid_sources():
+    """SOURCE.json of every source the main grid's datasets read (the `sources` target)."""
+    names = dict.fromkeys(
+        s for d in params_mod.grid_datasets(config) for s in DATASETS[d].sources
+    )
+    return [f"resources/{name}/SOURCE.json" for name in names]
+
+
 def manifest_path(dataset):
     return f"{RESULTS}/manifests/{dataset}.parquet"
 

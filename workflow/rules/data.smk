@@ -34,3 +34,9 @@ rule manifest:
         "python -m structure_align manifest --dataset {wildcards.dataset} --resources-dir resources "
         "--images-dir {params.images} --options {params.options:q} --out {output.parquet} "
         "> {log} 2>&1"
+
+
+# acquisition only (make pull runs it before `snakemake --touch`, so that pulled outputs stay up to date)
+rule sources:
+    input:
+        grid_sources(),
