@@ -208,7 +208,9 @@ def test_train_config_mapping() -> None:
          "mlp", "--layers", "last", "--fraction", "1", "--seed", "7", "--val-fraction", "0.1", "--val-seed", "0",
          "--batch-size", "32", "--epochs", "5", "--patience", "2", "--lr", "0.001", "--out", "o", "--info-out", "i"])
     cfg = cli.train_config(args, {})
-    assert cfg.head == "released_mlp" and cfg.head_options == {"gate_init": None} and cfg.lam == 0
+    assert cfg.head == "mlp" and cfg.head_options == {} and cfg.lam == 0
+    args.head = "released_mlp"
+    assert cli.train_config(args, {}).head == "released_mlp"
     assert cfg.max_epochs == 5 and cfg.seed == 7 and cfg.batch_size == 32
     args.head = "csa"
     cfg = cli.train_config(args, {"lambda": 10, "levels": 2, "tau": 0.2, "warmup_steps": 0, "weighting": "inverse"})

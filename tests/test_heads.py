@@ -110,3 +110,14 @@ def test_load_aligner_errors_name_the_file(tmp_path) -> None:
     bad.write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="bad.safetensors"):
         load_aligner(bad)
+
+
+def test_save_is_byte_reproducible(tmp_path):
+    """Equal weights give identical files (DVC hashes and Snakemake checksums rely on it)."""
+    from structure_align.heads import HeadAligner
+
+    torch.manual_seed(0)
+    aligner = HeadAligner.build("linear", 6, 5, d_out=4)
+    aligner.save(tmp_path / "a.safetensors")
+    aligner.save(tmp_path / "b.safetensors")
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()

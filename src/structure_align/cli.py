@@ -24,6 +24,10 @@ import numpy as np
 from .utils import log, resolve_device, setup_logging, write_text_atomic
 
 
+# aligners a run can train (paper-spec §4); names as in params.yaml `methods[].head` and the run paths
+HEADS: tuple[str, ...] = ("linear", "mlp", "released_mlp", "csa")
+
+
 class CLIError(RuntimeError):
     """Bad command-line input (a missing file, mismatched lists, a file that is not what the rule promised)."""
 
@@ -223,9 +227,9 @@ def cmd_score_layers(args: argparse.Namespace) -> None:
 def train_config(args: argparse.Namespace, structure: dict[str, Any]) -> Any:
     """Map the rule's parameters onto :class:`TrainConfig` (paper-spec §4-§6).
 
-    ``mlp`` is the released ResLowRankHead (§4.2): ``mlp_gate_init = 0`` keeps its dead gate (the released
-    behaviour), any other value opens the residual branch with that gate logit. For ``csa``, R_S becomes the
-    post-hoc refinement of §4.4 with the variant's lambda, tau, levels and weighting.
+    ``mlp`` is a real MLP (Linear -> GELU -> Linear); ``released_mlp`` is the released ResLowRankHead whose gate
+    never opens, i.e. a bias-free linear map (§4.2), kept to reproduce the paper's "MLP" rows. For ``csa``, R_S
+    becomes the post-hoc refinement of §4.4 with the variant's lambda, tau, levels and weighting.
     """
     from .train import TrainConfig
 
@@ -234,15 +238,9 @@ def train_config(args: argparse.Namespace, structure: dict[str, Any]) -> Any:
         "weight_decay": args.weight_decay, "batch_size": args.batch_size, "max_epochs": args.epochs,
         "patience": args.patience, "seed": args.seed,
     }
-    if args.head == "linear":
-        cfg["head"] = "linear"
-    elif args.head == "mlp":
-        cfg["head"] = "released_mlp"
-        cfg["head_options"] = {"gate_init": None if args.mlp_gate_init == 0 else float(args.mlp_gate_init)}
-    elif args.head == "csa":
-        cfg["head"] = "csa"
-    else:
-        raise CLIError(f"--head {args.head!r} is not one of linear, mlp, csa")
+    if args.head not in HEADS:
+        raise CLIError(f"--head {args.head!r} is not one of {', '.join(HEADS)}")
+    cfg["head"] = args.head
     if structure:
         if args.head == "csa":
             cfg.update(csa_refine=True, csa_lam_rs=float(structure["lambda"]), csa_tau=float(structure["tau"]),
@@ -455,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-features", nargs="+", required=True)
     p.add_argument("--manifests", nargs="+", required=True)
     p.add_argument("--choice", required=True)
-    p.add_argument("--head", required=True, choices=["linear", "mlp", "csa"])
+    p.add_argument("--head", required=True, choices=list(HEADS))
     p.add_argument("--layers", required=True, choices=["last", "similar"])
     p.add_argument("--structure", default="{}", help="R_S settings as JSON ({} = no R_S)")
     p.add_argument("--fraction", type=float, required=True)
@@ -470,7 +468,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--temperature", type=float, default=0.05)
     p.add_argument("--dim", type=int, default=512)
-    p.add_argument("--mlp-gate-init", type=float, default=0.0)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", required=True, help="heads.safetensors")

@@ -19,7 +19,7 @@ import yaml
 
 SCHEMA_PATH = Path("workflow/schemas/params.schema.yaml")
 # hub families resolved by name prefix in structure_align.encoders (DESIGN.md "Encoders")
-HEAD_LABELS = {"linear": "Linear", "mlp": "MLP", "csa": "CSA"}
+HEAD_LABELS = {"linear": "Linear", "mlp": "MLP", "released_mlp": "MLP (released)", "csa": "CSA"}
 LAYER_LABELS = {"last": "Last", "similar": "Similar"}
 STRUCTURE_KEYS = ("lambda", "levels", "tau", "warmup_steps", "weighting")
 

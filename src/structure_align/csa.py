@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .utils import atomic_write
 
 log = logging.getLogger("structure_align.csa")
 
@@ -246,14 +245,13 @@ class CSA(nn.Module):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write buffers as safetensors with ``aligner="csa"`` and the options as metadata (atomic)."""
-        from safetensors.torch import save_file
+        from .features import write_safetensors_streaming
 
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
         meta = {"format_version": "1", "aligner": "csa",
                 "options": json.dumps({"weighting": self.weighting, "refined": self.refined,
                                        "sim_dim": self.sim_dim})}
-        with atomic_write(path) as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
+        write_safetensors_streaming(path, {k: v.numpy() for k, v in tensors.items()}, meta)  # byte-stable
         log.info("saved CSA aligner to %s", path)
 
     @classmethod

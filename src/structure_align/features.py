@@ -39,7 +39,8 @@ FORMAT_VERSION = "1"
 REQUIRED_META = ("format_version", "encoder", "modality", "layer_names", "pooling", "dataset", "manifest_sha256",
                  "dtype", "n_rows", "n_layers")
 _NP_DTYPES = {"float32": np.float32, "float16": np.float16}
-_ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.int64): "I64"}
+_ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.float64): "F64",
+               np.dtype(np.int64): "I64"}
 _ST_TO_NP = {v: k for k, v in _ST_DTYPES.items()}
 _MAX_HEADER = 100 * 1024 * 1024
 

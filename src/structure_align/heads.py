@@ -14,10 +14,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from .utils import atomic_write, log
+from .features import write_safetensors_streaming
+from .utils import log
 
 HEAD_KINDS: tuple[str, ...] = ("linear", "mlp", "released_mlp")
 FORMAT_VERSION = "1"
@@ -171,8 +172,9 @@ class HeadAligner(nn.Module):
                              "use HeadAligner.from_spec / HeadAligner.build so load_aligner can rebuild it")
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
         meta = {"format_version": FORMAT_VERSION, "aligner": "heads", "spec": json.dumps(self.spec)}
-        with atomic_write(path) as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
+        # the streaming writer keeps tensor and metadata order fixed, so equal weights give byte-identical files
+        # (safetensors' own writer orders metadata by hash, which changes the bytes from run to run)
+        write_safetensors_streaming(path, {k: v.numpy() for k, v in tensors.items()}, meta)
         log.info("saved head aligner to %s", path)
 
 

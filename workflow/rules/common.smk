@@ -22,7 +22,7 @@ wildcard_constraints:
     encoder=r"[A-Za-z0-9][A-Za-z0-9.:+-]*(_[A-Za-z0-9.:+-]+)*",
     vision=r"[A-Za-z0-9][A-Za-z0-9.:+-]*(_[A-Za-z0-9.:+-]+)*",
     text=r"[A-Za-z0-9][A-Za-z0-9.:+-]*(_[A-Za-z0-9.:+-]+)*",
-    head=r"linear|mlp|csa",
+    head=r"linear|mlp|released_mlp|csa",
     choice=r"last|similar",
     lam=r"[0-9.e+-]+",
     levels=r"[0-9]+",

@@ -32,7 +32,6 @@ rule train:
         weight_decay=config["training"]["weight_decay"],
         temperature=config["training"]["temperature"],
         dim=config["training"]["dim"],
-        mlp_gate_init=config["training"]["mlp_gate_init"],
         device=config["device"],
     shell:
         "python -m structure_align train --vision-features {input.vision} --text-features {input.text} "
@@ -41,7 +40,7 @@ rule train:
         "--seed {wildcards.seed} --val-fraction {params.val_fraction} --val-seed {params.val_seed} "
         "--batch-size {params.batch_size} --epochs {params.epochs} --patience {params.patience} --lr {params.lr} "
         "--lr-finder {params.lr_finder} --weight-decay {params.weight_decay} --temperature {params.temperature} "
-        "--dim {params.dim} --mlp-gate-init {params.mlp_gate_init} --device {params.device} --threads {threads} "
+        "--dim {params.dim} --device {params.device} --threads {threads} "
         "--out {output.heads} --info-out {output.info} > {log} 2>&1"
 
 
