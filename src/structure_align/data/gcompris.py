@@ -75,7 +75,7 @@ _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "v": "\v", "0
 
 
 def js_unescape(body: str) -> str:
-    """Decode the escapes of a JavaScript string literal body (``\\"``, ``\\n``, ``\\uXXXX``, ``\\xXX`` ...)."""
+    """Decode the escapes of a JavaScript string literal body (``\\"``, ``\\n``, ``\\u`` and ``\\x`` codes ...)."""
     out: list[str] = []
     i = 0
     while i < len(body):
