@@ -93,7 +93,17 @@ def similarity(z: torch.Tensor, distance: str, tau: float, gamma: float) -> torc
     raise ValueError(f"distance={distance!r} is not one of {DISTANCES}")
 
 
-class _CodeDivergence(torch.autograd.Function):
+class _LevelDivergence(torch.autograd.Function):
+    """Shared backward of the per-level divergences: forward stores d/dQ, so backward is a single scaling."""
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        (grad_q,) = ctx.saved_tensors
+        return None, grad_q * grad_out, None
+
+
+class _CodeDivergence(_LevelDivergence):
     """½[KL(M+ε ‖ Q+ε) + KL(M+ε ‖ P+ε)] with M = (P+Q)/2, summed over columns, mean over rows (§5.2 step 5).
 
     This is what the released code computes with ``F.kl_div(log(Q+ε), M+ε, reduction="batchmean")``; the gradient
@@ -118,14 +128,8 @@ class _CodeDivergence(torch.autograd.Function):
             ctx.save_for_backward(grad_q)
         return value
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
-        (grad_q,) = ctx.saved_tensors
-        return None, grad_q * grad_out, None
 
-
-class _JSDivergence(torch.autograd.Function):
+class _JSDivergence(_LevelDivergence):
     """Textbook Jensen-Shannon ½[KL(P‖M) + KL(Q‖M)], ε inside the logs only, batchmean (§5.2, §11 item 1)."""
 
     @staticmethod
@@ -144,12 +148,6 @@ class _JSDivergence(torch.autograd.Function):
             grad_q = log_q.sub_(log_m).add_(q / qe).sub_(m.div_(me)).mul_(1.0 / (2.0 * n_rows))
             ctx.save_for_backward(grad_q)
         return value
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
-        (grad_q,) = ctx.saved_tensors
-        return None, grad_q * grad_out, None
 
 
 _DIVERGENCE_FNS = {"code": _CodeDivergence, "js": _JSDivergence}

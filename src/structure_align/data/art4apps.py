@@ -48,9 +48,7 @@ def build_art4apps(resources_dir: Path, images_dir: Path, *, limit: int | None =
                    seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
     """Build the zero-shot manifest; images are referenced in place (they are ordinary JPEG files)."""
     spec = get_source(SOURCE)
-    root = source_dir(resources_dir, SOURCE) / IMAGES_SUBDIR
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root} does not exist; the acquired {SOURCE} looks incomplete, re-acquire it")
+    root = source_dir(resources_dir, SOURCE, IMAGES_SUBDIR)
     folders, items = scan_drawings(root)
     if not items:
         raise FileNotFoundError(f"no drawings under {root}")

@@ -368,17 +368,24 @@ def build_cifar(root: Path, images_dir: Path, *, name: str, split: str = "test",
     if label_arr.min() < 0 or label_arr.max() >= len(classnames):
         raise ValueError(f"{name}: labels span [{label_arr.min()}, {label_arr.max()}], {len(classnames)} classes")
     keep = stratified_subset(label_arr, limit, seed)
-    rows = []
-    for i in tqdm(keep, desc=name, unit="img", leave=False):
-        target = images_dir / split / f"{i:05d}.png"
-        _write_png(images[i], target)
-        rows.append(_row(f"{split}/{i:05d}", target, [], label_arr[i], split, name))
+    rows = _array_image_rows(images, label_arr, keep, images_dir, split, name)
     templates, tsource = clip_benchmark_templates(name)
     counts = {f"{split}_images": len(images), "rows": len(rows), "templates_source": tsource}
     info = DatasetInfo(name=name, task="zeroshot", classnames=classnames, templates=templates, source=name,
                        version=LOCAL_VERSION, counts=counts,
                        description=f"{name.upper()} {split} set from the official python batches")
     return pd.DataFrame(rows), info
+
+
+def _array_image_rows(images: np.ndarray, labels: np.ndarray, keep: np.ndarray, images_dir: Path, split: str,
+                      source: str) -> list[dict]:
+    """Write the kept [H, W, 3] uint8 images as PNG (``<split>/<index>.png``) and return their manifest rows."""
+    rows = []
+    for i in tqdm(keep, desc=source, unit="img", leave=False):
+        target = images_dir / split / f"{i:05d}.png"
+        _write_png(images[i], target)
+        rows.append(_row(f"{split}/{i:05d}", target, [], labels[i], split, source))
+    return rows
 
 
 # -- STL10 (binary) ------------------------------------------------------------------------------------------------
@@ -414,11 +421,7 @@ def build_stl10(root: Path, images_dir: Path, *, split: str = "test", limit: int
     if labels.min() < 0 or labels.max() >= len(classnames):
         raise ValueError(f"{y_path}: labels must be 1..{len(classnames)}, got {labels.min() + 1}..{labels.max() + 1}")
     keep = stratified_subset(labels, limit, seed)
-    rows = []
-    for i in tqdm(keep, desc=source, unit="img", leave=False):
-        target = images_dir / split / f"{i:05d}.png"
-        _write_png(images[i], target)
-        rows.append(_row(f"{split}/{i:05d}", target, [], labels[i], split, source))
+    rows = _array_image_rows(images, labels, keep, images_dir, split, source)
     templates, tsource = clip_benchmark_templates("stl10")
     info = DatasetInfo(name="stl10", task="zeroshot", classnames=classnames, templates=templates, source=source,
                        version=LOCAL_VERSION,

@@ -209,15 +209,20 @@ def get_source(name: str) -> SourceSpec:
         raise UnknownNameError(f"unknown source {name!r}; registered sources: {', '.join(sorted(SOURCES))}") from None
 
 
-def source_dir(resources_dir: str | Path, name: str) -> Path:
-    """``resources/<name>/`` of an acquired source; raises ``FileNotFoundError`` saying how to acquire it."""
+def source_dir(resources_dir: str | Path, name: str, subdir: str | None = None) -> Path:
+    """``resources/<name>/[<subdir>]`` of an acquired source; raises ``FileNotFoundError`` saying how to acquire it,
+    or, when ``subdir`` is missing from an acquired source, that the source looks incomplete."""
     get_source(name)
     path = Path(resources_dir) / name
     if not (path / "SOURCE.json").is_file():
         raise FileNotFoundError(
             f"source {name!r} is not acquired: {path / 'SOURCE.json'} is missing; acquire it first with "
             f"structure_align.data.acquire({name!r}, {str(resources_dir)!r}) (the workflow's acquire step)")
-    return path
+    if subdir is None:
+        return path
+    if not (path / subdir).is_dir():
+        raise FileNotFoundError(f"{path / subdir} does not exist; the acquired {name} looks incomplete, re-acquire it")
+    return path / subdir
 
 
 def list_datasets() -> list[str]:

@@ -148,9 +148,7 @@ def build_tuxpaint(resources_dir: Path, images_dir: Path, *, limit: int | None =
     if isinstance(svg_size, bool) or not isinstance(svg_size, int) or svg_size < 8:
         raise ValueError(f"dataset 'tuxpaint': option svg_size={svg_size!r} must be an int >= 8")
     spec = get_source(SOURCE)
-    root = source_dir(resources_dir, SOURCE) / STAMPS_SUBDIR
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root} does not exist; the acquired {SOURCE} looks incomplete, re-acquire it")
+    root = source_dir(resources_dir, SOURCE, STAMPS_SUBDIR)
     stamps, counts = scan_stamps(root)
     if not stamps:
         raise FileNotFoundError(f"no captioned stamps found under {root}")
