@@ -1,7 +1,7 @@
 # STRUCTURE reproduction workflow (thin entry point; rules live in workflow/rules/, logic in src/structure_align/).
 # Run from the repository root with the project venv on PATH, e.g. `make reproduce` or
 #   snakemake --cores all --workflow-profile workflow/profiles/default
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -9,11 +9,8 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
-# names the offending key (and checks registry names) before any job is planned; then the schema proper
+# validates params (schema + registry names, key-naming messages) before any job is planned
 include: "workflow/rules/common.smk"
-
-
-validate(config, "workflow/schemas/params.schema.yaml")
 
 
 include: "workflow/rules/data.smk"

@@ -29,7 +29,7 @@ from structure_align.similarity import knn_k, layer_scores
 
 def naive_structure_reg(x: torch.Tensor, a: torch.Tensor, levels: int, tau: float, weighting: str,
                         eps: float = 1e-12) -> torch.Tensor:
-    """Literal R_S (paper-spec §5.2): fresh matrix_power per level, two F.kl_div calls per level."""
+    """Literal R_S (docs/method.md §5.2): fresh matrix_power per level, two F.kl_div calls per level."""
     def prep(z: torch.Tensor) -> torch.Tensor:
         z = F.normalize(z, p=2, dim=-1)
         return z - z.mean(0, keepdim=True)

@@ -1,4 +1,4 @@
-"""CCA / CSA (paper-spec §4.3, §4.4): planted subspace recovery, weighting, refinement, whitening, save/load."""
+"""CCA / CSA (docs/method.md §4.3, §4.4): planted subspace recovery, weighting, refinement, whitening, save/load."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import json
 import os
@@ -17,7 +18,9 @@ import pytest
 
 from structure_align.data import (
     DATASETS,
+    SOURCE_ORIGINS,
     SOURCES,
+    TASKS,
     AcquireError,
     DatasetInfo,
     SourceSpec,
@@ -40,15 +43,39 @@ def test_offline_datasets_registered_with_tasks_and_sources():
     for name, (task, source) in expected.items():
         spec = get_dataset(name)
         assert (spec.task, spec.source) == (task, source)
-        assert spec.options["limit"] is None and spec.options["seed"] == 0
     assert "gcompris-qt-data" in SOURCES
 
 
-def test_pinned_sources_are_fully_pinned():
-    for name in ("tuxpaint-stamps-default", "dataset-fashion-mnist", "gcompris-qt-data", "pysiogame",
-                 "emoji-datasource-google"):
-        spec = get_source(name)
-        assert spec.client in ("apt", "npm") and spec.version and len(spec.sha256) == 64 and spec.files
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_every_dataset_is_consistent(name):
+    """Each registered dataset: known task, registered sources pinned beside its builder, accepted options."""
+    spec = get_dataset(name)
+    assert spec.name == name and spec.task in TASKS and spec.kind == ""
+    assert spec.options["limit"] is None and spec.options["seed"] == 0
+    for src in spec.sources:
+        assert src in SOURCES
+        assert SOURCE_ORIGINS[src] == spec.build.__module__, f"the pin of {src} is not beside the builder of {name}"
+    params = inspect.signature(spec.build).parameters
+    assert list(params)[:2] == ["resources_dir", "images_dir"]
+    assert all(opt in params for opt in spec.options)
+    assert spec.resolve_options() == spec.options
+
+
+@pytest.mark.parametrize("name", sorted(SOURCES))
+def test_every_source_is_used_and_pinned(name):
+    spec = get_source(name)
+    assert any(name in ds.sources for ds in DATASETS.values()), f"source {name} is read by no dataset"
+    assert SOURCE_ORIGINS[name].startswith("structure_align.data.")
+    if spec.client == "local":
+        assert spec.package and spec.files, "a local source must say what to place under resources/"
+    else:
+        assert spec.version and len(spec.sha256) == 64 and spec.files
+
+
+def test_pinned_offline_sources():
+    assert {n for n, s in SOURCES.items() if s.client != "local"} == {
+        "tuxpaint-stamps-default", "dataset-fashion-mnist", "gcompris-qt-data", "pysiogame",
+        "emoji-datasource-google"}
     assert get_source("emoji-datasource-google").version == "16.0.0"
 
 

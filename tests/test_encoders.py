@@ -1,6 +1,12 @@
-"""Encoder registry, pooling and the encoder families on tiny random models (real packaged models: slow tests)."""
+"""Pooling and every registered encoder family on tiny random models (real packaged models: slow tests).
+
+The registry itself (decorators, discovery, lookups) is tested in tests/test_encoders_registry.py.
+"""
 
 from __future__ import annotations
+
+import dataclasses
+import inspect
 
 import numpy as np
 import pytest
@@ -10,15 +16,14 @@ from tiny_models import TEXT_HIDDEN, TEXT_LAYERS, VIT_HIDDEN, VIT_LAYERS, make_t
 
 from structure_align.encoders import (
     ENCODERS,
+    FAMILIES,
     Encoder,
     ResizeCropNormalize,
     cls_token,
     encoder_modality,
     global_avg_pool,
-    list_encoders,
     load_encoder,
     masked_mean,
-    register_encoder,
 )
 
 torch.set_num_threads(1)
@@ -80,68 +85,63 @@ def test_resize_crop_normalize_matches_torchvision():
         torch.testing.assert_close(ours(im), ref(im), atol=1e-5, rtol=0)
 
 
-# ---------------------------------------------------------------- registry
+# ---------------------------------------------------------------- every registered family, on tiny models
 
-def test_registry_lists_offline_encoders_and_families():
-    names = list_encoders()
-    for name in ("effnet-lite0", "dinov2-s-imgfocus", "minilm-l6", "mpnet-base", "hf:<spec>", "timm:<spec>",
-                 "openclip-image:<spec>", "openclip-text:<spec>"):
-        assert name in names
-
-
-def test_encoder_modality_is_cheap(monkeypatch):
-    # modality must come from the registry, never from building the model
-    for name in ("effnet-lite0", "dinov2-s-imgfocus", "minilm-l6", "mpnet-base"):
-        monkeypatch.setitem(ENCODERS, name, ENCODERS[name].__class__(name, _boom, ENCODERS[name].modality))
-    assert encoder_modality("effnet-lite0") == "vision"
-    assert encoder_modality("dinov2-s-imgfocus") == "vision"
-    assert encoder_modality("minilm-l6") == "text"
-    assert encoder_modality("mpnet-base") == "text"
-    assert encoder_modality("timm:vit_large_patch14_dinov2.lvd142m") == "vision"
-    assert encoder_modality("openclip-text:ViT-B-32:laion2b_s34b_b79k") == "text"
-    assert encoder_modality("openclip-image:ViT-B-32:laion2b_s34b_b79k") == "vision"
+# one or more tiny random-weight models per registered family: (spec, factory kwargs, expected modality, package the
+# family needs); "<fixture>" specs are the paths of the fixtures above. A new family must add an entry here
+# (test_every_family_has_a_tiny_model fails until it does).
+TINY_FAMILY_MODELS: dict[str, list[tuple[str, dict, str, str]]] = {
+    "hf": [("<tiny_bert>", {}, "text", "transformers"), ("<tiny_vit>", {}, "vision", "transformers")],
+    "timm": [("vit_tiny_patch16_224", {"pretrained": False, "depth": 2}, "vision", "timm")],
+    "openclip-image": [("ViT-S-32:none", {}, "vision", "open_clip")],
+    "openclip-text": [("ViT-S-32:none", {}, "text", "open_clip")],
+}
 
 
-def _boom(**kwargs):
+def _tiny_models(prefix: str, request) -> list[tuple[str, dict, str]]:
+    """The family's tiny models with fixture placeholders resolved; skips when the family's package is missing."""
+    out = []
+    for spec, kwargs, modality, package in TINY_FAMILY_MODELS[prefix]:
+        pytest.importorskip(package)
+        if spec.startswith("<") and spec.endswith(">"):
+            spec = str(request.getfixturevalue(spec[1:-1]))
+        out.append((f"{prefix}:{spec}", kwargs, modality))
+    return out
+
+
+def _inputs(modality: str) -> list:
+    return _images(2) if modality == "vision" else ["a cat", "a photo of a big dog in a green park"]
+
+
+def _boom(*args, **kwargs):
     raise AssertionError("the factory must not be called")
 
 
-def test_unknown_and_duplicate_names():
-    with pytest.raises(KeyError, match="unknown encoder 'nope'"):
-        load_encoder("nope")
-    with pytest.raises(KeyError, match="empty model spec"):
-        encoder_modality("timm:")
-    with pytest.raises(ValueError, match="already registered"):
-        register_encoder("effnet-lite0", _boom, modality="vision")
-    with pytest.raises(ValueError, match="modality"):
-        register_encoder("x-enc", _boom, modality="audio")
-    with pytest.raises(ValueError, match="':'"):
-        register_encoder("a:b", _boom, modality="text")
+@pytest.mark.parametrize("prefix", sorted(FAMILIES))
+def test_every_family_has_a_tiny_model(prefix):
+    assert TINY_FAMILY_MODELS.get(prefix), f"add a tiny model of family {prefix!r} to TINY_FAMILY_MODELS"
+    assert FAMILIES[prefix].description
 
 
-class _Const(Encoder):
-    modality, pooling = "vision", "gap"
-
-    def __init__(self):
-        self.model = torch.nn.Linear(1, 1)
-        self.layer_names, self.embed_dims = ["a", "b"], [3, 5]
-
-    def forward_layers(self, batch):
-        return [torch.zeros(len(batch), 3), torch.ones(len(batch), 5)]
+@pytest.mark.parametrize("prefix", sorted(FAMILIES))
+def test_family_modality_without_building(prefix, request, monkeypatch):
+    monkeypatch.setitem(FAMILIES, prefix, dataclasses.replace(FAMILIES[prefix], factory=_boom))
+    for name, _, modality in _tiny_models(prefix, request):
+        assert encoder_modality(name) == modality, name
 
 
-def test_register_custom_encoder_and_modality_fallback(monkeypatch):
-    monkeypatch.delitem(ENCODERS, "const-test", raising=False)
-    register_encoder("const-test", _Const)
-    try:
-        enc = load_encoder("const-test", device="cpu")
-        assert enc.name == "const-test" and enc.embed_dims == [3, 5] and not enc.model.training
-        # no modality given at registration: found by building the encoder
-        assert encoder_modality("const-test") == "vision"
-        with pytest.raises(TypeError, match="no tokenize"):
-            enc.tokenize(["x"])
-    finally:
-        ENCODERS.pop("const-test", None)
+@pytest.mark.parametrize("prefix", sorted(FAMILIES))
+def test_family_builds_tiny_models(prefix, request):
+    for name, kwargs, modality in _tiny_models(prefix, request):
+        enc = load_encoder(name, device="cpu", **kwargs)
+        assert isinstance(enc, Encoder) and enc.name == name and enc.modality == modality
+        assert not enc.model.training and enc.description and enc.pooling
+        assert len(enc.layer_names) == len(enc.embed_dims) == enc.n_layers > 0
+        batch = enc.preprocess(_inputs(modality)) if modality == "vision" else enc.tokenize(_inputs(modality))
+        with torch.inference_mode():
+            feats = enc.forward_layers(batch)
+        assert [tuple(f.shape) for f in feats] == [(2, d) for d in enc.embed_dims], name
+        assert all(torch.isfinite(f).all() for f in feats), name
 
 
 # ---------------------------------------------------------------- hf family
@@ -218,6 +218,20 @@ def test_openclip_families():
 
 
 # ---------------------------------------------------------------- packaged models (slow)
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_registered_encoder_builds(name, tmp_path):
+    entry = ENCODERS[name]
+    kwargs = {"cache_dir": tmp_path} if "cache_dir" in inspect.signature(entry.factory).parameters else {}
+    enc = load_encoder(name, device="cpu", **kwargs)
+    assert enc.name == name and enc.modality == entry.modality and enc.description
+    assert len(enc.layer_names) == len(enc.embed_dims) == enc.n_layers > 0
+    batch = enc.preprocess(_inputs(enc.modality)) if enc.modality == "vision" else enc.tokenize(_inputs(enc.modality))
+    with torch.inference_mode():
+        feats = enc.forward_layers(batch)
+    assert [tuple(f.shape) for f in feats] == [(2, d) for d in enc.embed_dims]
+
 
 @pytest.mark.slow
 def test_effnet_lite0_layers_and_cat_prediction():

@@ -1,4 +1,4 @@
-"""Zero-shot and retrieval metrics on hand-computed examples (paper-spec §7)."""
+"""Zero-shot and retrieval metrics on hand-computed examples (docs/method.md §7)."""
 
 from __future__ import annotations
 

@@ -18,8 +18,8 @@ from structure_align.features import (
     extract_features,
     feature_file_info,
     load_features,
-    write_safetensors_streaming,
 )
+from structure_align.io import write_safetensors
 
 torch.set_num_threads(1)
 N_IMAGES = 7
@@ -171,15 +171,15 @@ def test_missing_tensor_and_metadata_keys_are_named(tmp_path):
     meta = {"format_version": "1", "encoder": "e", "modality": "text", "layer_names": json.dumps(["a", "b"]),
             "pooling": "masked_mean", "dataset": "d", "manifest_sha256": "x", "dtype": "float32", "n_rows": "2",
             "n_layers": "2"}
-    p = write_safetensors_streaming(tmp_path / "m.safetensors", {"layer_000": np.zeros((2, 3), np.float32),
+    p = write_safetensors(tmp_path / "m.safetensors", {"layer_000": np.zeros((2, 3), np.float32),
                                                                  "groups": np.zeros(2, np.int64)}, meta)
     with pytest.raises(FeatureFileError, match="'layer_001'"):
         load_features(p)
-    p2 = write_safetensors_streaming(tmp_path / "n.safetensors", {"layer_000": np.zeros((2, 3), np.float32),
+    p2 = write_safetensors(tmp_path / "n.safetensors", {"layer_000": np.zeros((2, 3), np.float32),
                                                                   "layer_001": np.zeros((2, 3), np.float32)}, meta)
     with pytest.raises(FeatureFileError, match="'groups'"):
         load_features(p2)
-    p3 = write_safetensors_streaming(tmp_path / "o.safetensors", {"layer_000": np.zeros((2, 3), np.float32)},
+    p3 = write_safetensors(tmp_path / "o.safetensors", {"layer_000": np.zeros((2, 3), np.float32)},
                                      {k: v for k, v in meta.items() if k != "pooling"})
     with pytest.raises(FeatureFileError, match="'pooling'"):
         feature_file_info(p3)
@@ -192,7 +192,7 @@ def test_streaming_writer_is_standard_safetensors(tmp_path):
     tensors = {"layer_000": rng.standard_normal((5, 3)).astype(np.float32),
                "layer_001": rng.standard_normal((5, 7)).astype(np.float16),
                "groups": np.arange(5, dtype=np.int64)}
-    p = write_safetensors_streaming(tmp_path / "s.safetensors", tensors, {"k": "v"})
+    p = write_safetensors(tmp_path / "s.safetensors", tensors, {"k": "v"})
     back = load_file(str(p))
     assert set(back) == set(tensors)
     for k, v in tensors.items():

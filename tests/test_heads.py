@@ -1,4 +1,4 @@
-"""Heads and the head-pair aligner (paper-spec §4.1, §4.2): shapes, the released dead gate, save/load."""
+"""Heads and the head-pair aligner (docs/method.md §4.1, §4.2): shapes, the released dead gate, save/load."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from safetensors import safe_open
 
 from structure_align.heads import HeadAligner, LinearHead, MLPHead, ReleasedResLowRankHead, build_head, load_aligner
+from structure_align.io import FileFormatError
 
 
 @pytest.mark.parametrize("kind,opts,cls", [("linear", {}, LinearHead), ("mlp", {"hidden": 7}, MLPHead),
@@ -41,7 +42,7 @@ def test_mlp_residual_adds_linear_skip() -> None:
 
 
 def test_build_head_rejects_unknown_kind_and_option() -> None:
-    with pytest.raises(ValueError, match="unknown head kind"):
+    with pytest.raises(ValueError, match="unknown head"):
         build_head("conv", 4, 4)
     with pytest.raises(ValueError, match="rank"):
         build_head("linear", 4, 4, rank=3)
@@ -104,7 +105,7 @@ def test_head_aligner_save_load_round_trip(tmp_path, kind: str, opts: dict) -> N
 
 
 def test_load_aligner_errors_name_the_file(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+    with pytest.raises(FileFormatError, match="missing.safetensors"):
         load_aligner(tmp_path / "missing.safetensors")
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a safetensors file")

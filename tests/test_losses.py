@@ -1,4 +1,4 @@
-"""Tests of the training losses (paper-spec §5.1, §5.3)."""
+"""Tests of the training losses (docs/method.md §5.1, §5.3)."""
 
 from __future__ import annotations
 
@@ -55,8 +55,8 @@ def test_clip_loss_normalises_its_inputs():
 def test_clip_loss_rejects_bad_input():
     with pytest.raises(ValueError, match="same shape"):
         clip_loss(_randn(4, 3, seed=0), _randn(5, 3, seed=0))
-    with pytest.raises(ValueError, match="tau"):
-        clip_loss(_randn(4, 3, seed=0), _randn(4, 3, seed=0), tau=0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        clip_loss(_randn(4, 3, seed=0), _randn(4, 3, seed=0), temperature=0.0)
 
 
 def test_lambda_warmup_values():
@@ -68,7 +68,7 @@ def test_lambda_warmup_values():
         w.value(-1)
     with pytest.raises(ValueError, match="warmup_steps"):
         LambdaWarmup(1.0, -5)
-    with pytest.raises(ValueError, match="lam"):
+    with pytest.raises(ValueError, match="rs_lambda"):
         LambdaWarmup(-1.0, 5)
 
 
@@ -80,34 +80,34 @@ def _batch(seed: int):
 
 def test_alignment_loss_combines_clip_and_half_rs_sum():
     x_img, a_img, x_txt, a_txt = _batch(10)
-    total, parts = alignment_loss(x_img, a_img, x_txt, a_txt, lam=4.0, tau=0.1)
+    total, parts = alignment_loss(x_img, a_img, x_txt, a_txt, rs_lambda=4.0, temperature=0.1)
     rs_img = structure_regularizer(x_img, a_img, tau=0.1).item()
     rs_txt = structure_regularizer(x_txt, a_txt, tau=0.1).item()
     expected = clip_loss(a_img, a_txt, 0.1).item() + 4.0 * 0.5 * (rs_img + rs_txt)
     assert total.item() == pytest.approx(expected, rel=1e-10)
     assert parts["rs_img"] == pytest.approx(rs_img) and parts["rs_txt"] == pytest.approx(rs_txt)
     assert parts["rs"] == pytest.approx(0.5 * (rs_img + rs_txt))
-    assert parts["total"] == pytest.approx(expected) and parts["lam"] == 4.0
+    assert parts["total"] == pytest.approx(expected) and parts["rs_lambda"] == 4.0
 
 
 def test_alignment_loss_rs_kwargs_override_tau_and_options():
     x_img, a_img, x_txt, a_txt = _batch(20)
-    _, parts = alignment_loss(x_img, a_img, x_txt, a_txt, lam=1.0, tau=0.05,
+    _, parts = alignment_loss(x_img, a_img, x_txt, a_txt, rs_lambda=1.0, temperature=0.05,
                               rs_kwargs={"tau": 0.2, "levels": 2, "weighting": "inverse"})
     assert parts["rs_img"] == pytest.approx(
         structure_regularizer(x_img, a_img, tau=0.2, levels=2, weighting="inverse").item(), rel=1e-10)
     assert parts["clip"] == pytest.approx(clip_loss(a_img, a_txt, 0.05).item(), rel=1e-10)
     with pytest.raises(ValueError, match="unknown rs_kwargs"):
-        alignment_loss(x_img, a_img, x_txt, a_txt, lam=1.0, rs_kwargs={"temperature": 0.1})
+        alignment_loss(x_img, a_img, x_txt, a_txt, rs_lambda=1.0, rs_kwargs={"temperature": 0.1})
 
 
 def test_alignment_loss_skips_rs_when_lambda_is_zero(monkeypatch):
     def boom(*args, **kwargs):
-        raise AssertionError("R_S must not be computed when lam == 0")
+        raise AssertionError("R_S must not be computed when rs_lambda == 0")
 
     monkeypatch.setattr(losses_mod, "structure_regularizer", boom)
     x_img, a_img, x_txt, a_txt = _batch(30)
-    total, parts = alignment_loss(x_img, a_img, x_txt, a_txt, lam=0.0)
+    total, parts = alignment_loss(x_img, a_img, x_txt, a_txt, rs_lambda=0.0)
     assert total.item() == pytest.approx(clip_loss(a_img, a_txt).item())
     assert "rs" not in parts
 
@@ -116,7 +116,7 @@ def test_alignment_loss_gradients_reach_both_heads():
     g = torch.Generator().manual_seed(0)
     x_img, x_txt = torch.randn(12, 10, generator=g), torch.randn(12, 6, generator=g)
     h_img, h_txt = torch.nn.Linear(10, 4), torch.nn.Linear(6, 4)
-    total, _ = alignment_loss(x_img, h_img(x_img), x_txt, h_txt(x_txt), lam=10.0)
+    total, _ = alignment_loss(x_img, h_img(x_img), x_txt, h_txt(x_txt), rs_lambda=10.0)
     total.backward()
     for head in (h_img, h_txt):
         assert head.weight.grad is not None and float(head.weight.grad.abs().sum()) > 0

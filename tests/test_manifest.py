@@ -19,10 +19,10 @@ from structure_align.data import (
     manifest_sha256,
     read_manifest,
     register_dataset,
+    split_pairs,
     stratified_subset,
     write_manifest,
 )
-from structure_align.data.manifest import split_pairs
 
 
 def pairs_df() -> pd.DataFrame:

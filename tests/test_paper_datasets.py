@@ -13,9 +13,12 @@ import pytest
 from PIL import Image
 
 from structure_align.data import DATASETS, acquire, build_manifest, dataset_texts, read_manifest
-from structure_align.data.paper import load_cifar_pickle, load_flickr_csv, read_class_mapping
+from structure_align.data.cifar import load_cifar_pickle
+from structure_align.data.flickr30k import load_flickr_csv
+from structure_align.data.imagenet import read_class_mapping
 
 HAS_CLIP_BENCHMARK = importlib.util.find_spec("clip_benchmark") is not None
+HAS_OPEN_CLIP = importlib.util.find_spec("open_clip") is not None
 
 
 def _jpeg(path: Path, color: tuple[int, int, int] = (10, 20, 30)) -> Path:
@@ -220,29 +223,32 @@ def test_stl10_binaries(tmp_path: Path) -> None:
         _build("stl10", tmp_path, tmp_path / "img")
 
 
-# -- ImageFolder / ImageNet -----------------------------------------------------------------------------------------
+# -- ImageNet (ImageFolder tree) -------------------------------------------------------------------------------------
 
-def test_imagefolder_with_mapping_files(tmp_path: Path) -> None:
-    tree = tmp_path / "imagefolder" / "images"
+@pytest.mark.skipif(not HAS_OPEN_CLIP, reason="open_clip provides the ImageNet class names and templates")
+def test_imagenet_tree_with_mapping_files(tmp_path: Path) -> None:
+    tree = tmp_path / "imagenet" / "val"
     for cls, n in (("n002", 2), ("n001", 3)):
         for k in range(n):
             _jpeg(tree / cls / f"img{k}.JPEG", (k * 40, 0, 0))
     (tree / "n001" / "notes.txt").write_text("not an image")
-    df, info = _build("imagefolder", tmp_path, tmp_path / "img")
+    df, info = _build("imagenet", tmp_path, tmp_path / "img", templates=["art of a {}."])
     assert info.classnames == ["n001", "n002"] and df["label"].tolist() == [0, 0, 0, 1, 1]
-    assert df["sample_id"][0] == "n001/img0.JPEG" and info.templates == ["a photo of a {}."]
-    (tmp_path / "imagefolder" / "map.txt").write_text("n001 tench, Tinca tinca\nn002 goldfish, Carassius auratus\n")
-    _, info = _build("imagefolder", tmp_path, tmp_path / "img", classnames_file="map.txt",
-                     templates=["art of a {}."])
-    assert info.classnames == ["tench", "goldfish"] and info.templates == ["art of a {}."]
-    (tmp_path / "imagefolder" / "map.json").write_text(json.dumps({"n001": "a", "n003": "c"}))
+    assert info.counts["classnames_source"] == "folder names"  # 2 folders: the 1000 CLIP names do not apply
+    assert df["sample_id"][0] == "n001/img0.JPEG" and info.templates == ["art of a {}."]
+    assert df["image_path"][0] == str(tree / "n001" / "img0.JPEG")  # used in place
+    (tmp_path / "imagenet" / "map.txt").write_text("n001 tench, Tinca tinca\nn002 goldfish, Carassius auratus\n")
+    _, info = _build("imagenet", tmp_path, tmp_path / "img", classnames_file="map.txt")
+    assert info.classnames == ["tench", "goldfish"] and len(info.templates) == 80
+    (tmp_path / "imagenet" / "map.json").write_text(json.dumps({"n001": "a", "n003": "c"}))
     with pytest.raises(ValueError, match="no class name for folder"):
-        _build("imagefolder", tmp_path, tmp_path / "img", classnames_file="map.json")
-    assert read_class_mapping(tmp_path / "imagefolder" / "map.txt", ["n002"]) == ["goldfish"]
-    sub, _ = _build("imagefolder", tmp_path, tmp_path / "img", limit=2, seed=0)
+        _build("imagenet", tmp_path, tmp_path / "img", classnames_file="map.json")
+    assert read_class_mapping(tmp_path / "imagenet" / "map.txt", ["n002"]) == ["goldfish"]
+    sub, _ = _build("imagenet", tmp_path, tmp_path / "img", limit=2, seed=0)
     assert sorted(sub["label"].tolist()) == [0, 1]
 
 
+@pytest.mark.skipif(not HAS_OPEN_CLIP, reason="open_clip provides the ImageNet class names and templates")
 def test_imagenet_uses_clip_names_and_openai_templates(tmp_path: Path) -> None:
     val = tmp_path / "imagenet" / "val"
     for k in range(1000):

@@ -1,4 +1,4 @@
-"""Tests of the STRUCTURE regulariser R_S (paper-spec §5.2)."""
+"""Tests of the STRUCTURE regulariser R_S (docs/method.md §5.2)."""
 
 from __future__ import annotations
 

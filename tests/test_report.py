@@ -10,22 +10,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from structure_align import report
+from structure_align import report, tables
+from structure_align.runs import RunSpec, Size, Variant
 
-VARIANTS = [
-    {"label": "Linear + Last", "head": "linear", "layers": "last", "lambda": "0", "levels": "0", "tau": "0"},
-    {"label": "Linear + Similar + R_S", "head": "linear", "layers": "similar", "lambda": "10", "levels": "1",
-     "tau": "0.05"},
-]
+RS = {"lambda": 10.0, "levels": 1, "tau": 0.05, "weighting": "none", "distance": "cosine"}
+VARIANT_OBJS = [Variant.make("linear", "last", None), Variant.make("linear", "similar", RS)]
+VARIANTS = [{"label": v.label, **v.values()} for v in VARIANT_OBJS]
 
 
-def _write_run(root: Path, variant: dict, fraction: float, seed: int, top1: float, r1: float) -> Path:
-    path = (root / f"v__t/{variant['head']}/layers~{variant['layers']}/lambda~{variant['lambda']}"
-            f"/levels~{variant['levels']}/tau~{variant['tau']}/frac~{fraction:g}/seed~{seed}/metrics.json")
+def _write_run(root: Path, variant: Variant, fraction: float, seed: int, top1: float, r1: float) -> Path:
+    spec = RunSpec("v", "t", variant, Size("frac", fraction), seed)
+    path = Path(spec.dir(str(root))) / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    run = {"vision": "v", "text": "t", "head": variant["head"], "layers": variant["layers"],
-           "lambda": variant["lambda"], "levels": variant["levels"], "tau": variant["tau"], "fraction": fraction,
-           "seed": seed, "n_train": int(1000 * fraction)}
+    run = {"vision": "v", "text": "t", **variant.values(), "fraction": fraction, "seed": seed,
+           "n_train": int(1000 * fraction)}
     datasets = {
         "zs": {"task": "zeroshot", "metrics": {"top1": top1, "top5": top1 + 10}},
         "ret": {"task": "retrieval", "metrics": {"i2t_r1": r1, "i2t_r5": r1 + 5, "t2i_r1": r1 / 2,
@@ -40,56 +38,53 @@ def runs(tmp_path: Path) -> list[Path]:
     paths = []
     for fraction in (0.5, 1.0):
         for seed in (1, 2):
-            paths.append(_write_run(tmp_path, VARIANTS[0], fraction, seed, 20.0 + seed, 10.0 * fraction))
-            paths.append(_write_run(tmp_path, VARIANTS[1], fraction, seed, 40.0 + seed, 20.0 * fraction))
+            paths.append(_write_run(tmp_path, VARIANT_OBJS[0], fraction, seed, 20.0 + seed, 10.0 * fraction))
+            paths.append(_write_run(tmp_path, VARIANT_OBJS[1], fraction, seed, 40.0 + seed, 20.0 * fraction))
     return paths
 
 
 def test_main_table_means_std_and_relative_improvement(runs: list[Path]) -> None:
-    tidy = report.collect_runs(runs)
-    table = report.main_table(tidy, VARIANTS, retrieval=["ret"], zeroshot=["zs"])
+    tidy = tables.collect_runs(runs)
+    table = tables.main_table(tidy, VARIANTS, retrieval=["ret"], zeroshot=["zs"])
     assert list(table.method) == ["Linear + Last", "Linear + Similar + R_S"]
     last, rs = table.iloc[0], table.iloc[1]
     assert last["zs top-1"] == pytest.approx(21.5)  # seeds 1, 2 at the largest fraction only
     assert last["zs top-1 std"] == pytest.approx(np.std([21.0, 22.0], ddof=1))
     assert last.n_train_pairs == 1000 and last.n_seeds == 2
-    assert last[report.REL_COLUMN] == pytest.approx(0.0)
+    assert last[tables.REL_COLUMN] == pytest.approx(0.0)
     # columns: zs top-1 41.5 vs 21.5; I2T R@1 20 vs 10; I2T R@5 25 vs 15; T2I R@1 10 vs 5; T2I R@5 20 vs 10
     expected = 100 * np.mean([(41.5 - 21.5) / 21.5, 1.0, (25 - 15) / 15, 1.0, 1.0])
-    assert rs[report.REL_COLUMN] == pytest.approx(expected)
+    assert rs[tables.REL_COLUMN] == pytest.approx(expected)
 
 
 def test_relative_improvement_skips_zero_base_and_missing_base() -> None:
     table = pd.DataFrame({"encoders": ["a", "a", "b"], "head": ["linear"] * 3, "layers": ["last", "similar", "last"],
                           "structure": [False, True, True], "x": [0.0, 5.0, 1.0], "y": [2.0, 3.0, 1.0]})
-    rel = report.relative_improvement(table, ["x", "y"])
+    rel = tables.relative_improvement(table, ["x", "y"])
     assert rel[0] == pytest.approx(0.0)
     assert rel[1] == pytest.approx(50.0)  # x skipped (base 0), y: (3 - 2) / 2
     assert math.isnan(rel[2])  # pair b has no "+ Last" row without R_S
 
 
 def test_run_matching_no_variant_names_the_file(runs: list[Path]) -> None:
-    tidy = report.collect_runs(runs)
-    with pytest.raises(report.ReportError, match="metrics.json"):
-        report.main_table(tidy, VARIANTS[:1], retrieval=["ret"], zeroshot=["zs"])
+    tidy = tables.collect_runs(runs)
+    with pytest.raises(tables.ReportError, match="metrics.json"):
+        tables.main_table(tidy, VARIANTS[:1], retrieval=["ret"], zeroshot=["zs"])
 
 
 def test_missing_dataset_is_an_error(runs: list[Path]) -> None:
-    tidy = report.collect_runs(runs)
-    with pytest.raises(report.ReportError, match="other"):
-        report.main_table(tidy, VARIANTS, retrieval=["ret", "other"], zeroshot=["zs"])
+    tidy = tables.collect_runs(runs)
+    with pytest.raises(tables.ReportError, match="other"):
+        tables.main_table(tidy, VARIANTS, retrieval=["ret", "other"], zeroshot=["zs"])
 
 
 def test_aggregate_writes_everything_and_figures_are_byte_reproducible(runs: list[Path], tmp_path: Path) -> None:
-    def outputs(tag: str) -> dict[str, Path]:
-        names = {"main_csv": "main.csv", "main_md": "main.md", "main_tex": "main.tex", "scaling_csv": "scaling.csv",
-                 "scaling_png": "scaling.png", "scaling_pdf": "scaling.pdf", "metrics_out": "metrics.json"}
-        return {k: tmp_path / tag / v for k, v in names.items()}
-
-    first, second = outputs("a"), outputs("b")
-    for out in (first, second):
-        report.aggregate(runs, VARIANTS, retrieval=["ret"], zeroshot=["zs"],
-                         summary_metrics=["zeroshot_top1", "retrieval_r1"], **out)
+    first, second = report.output_files(str(tmp_path / "a")), report.output_files(str(tmp_path / "b"))
+    for tag in ("a", "b"):
+        report.aggregate(runs, results_dir=str(tmp_path / tag), variants=VARIANTS, retrieval=["ret"],
+                         zeroshot=["zs"], summary_metrics=["zeroshot_top1", "retrieval_r1"])
+    first = {k: Path(v) for k, v in first.items()}
+    second = {k: Path(v) for k, v in second.items()}
     for key in first:
         assert first[key].read_bytes() == second[key].read_bytes(), key
     assert first["scaling_png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -104,7 +99,7 @@ def test_aggregate_writes_everything_and_figures_are_byte_reproducible(runs: lis
     assert "| v + t | Linear + Similar + R_S | 1000 | 2 | 41.5 ± 0.7 |" in md
     tex = first["main_tex"].read_text()
     assert r"$\mathcal{R}_S$" in tex and r"\toprule" in tex and "±" not in tex
-    metrics = json.loads(first["metrics_out"].read_text())
+    metrics = json.loads(first["metrics"].read_text())
     assert metrics["v__t"]["Linear + Last"]["zeroshot_top1"] == pytest.approx(21.5)
     assert metrics["v__t"]["Linear + Last"]["retrieval_r1"] == pytest.approx((10.0 + 5.0) / 2)
 
@@ -130,5 +125,5 @@ def test_layer_scores_round_trip_and_heatmap(tmp_path: Path) -> None:
 def test_read_layer_scores_rejects_incomplete_grid(tmp_path: Path) -> None:
     path = tmp_path / "scores.csv"
     path.write_text("vision_layer,text_layer,vision_name,text_name,score\n0,0,a,b,0.1\n1,1,c,d,0.2\n")
-    with pytest.raises(report.ReportError, match="expected 2 x 2"):
+    with pytest.raises(tables.ReportError, match="expected 2 x 2"):
         report.read_layer_scores(path)

@@ -1,4 +1,4 @@
-"""Tests of layer similarity and layer selection (paper-spec §3)."""
+"""Tests of layer similarity and layer selection (docs/method.md §3)."""
 
 from __future__ import annotations
 

@@ -134,10 +134,11 @@ def test_completed_run_is_up_to_date(smoke: Path) -> None:
 
 
 @pytest.mark.parametrize("change, expected_train", [
-    (lambda c: c["structure"].update({"lambda": 5}), 4),   # only the R_S variant: 2 fractions x 2 seeds
-    (lambda c: c["structure"].update({"levels": 2}), 4),
-    (lambda c: c["training"].update({"fractions": [0.25, 0.5, 1.0]}), 3 * 2),  # 3 variants x 2 seeds at 0.25
-    (lambda c: c["training"].update({"seeds": [1, 2, 3]}), 3 * 2),  # 3 variants x 2 fractions for seed 3
+    # one train and one evaluate job per (variant, size) group, each writing every seed's run folder
+    (lambda c: c["structure"].update({"lambda": 5}), 2),   # only the R_S variant at its 2 fractions
+    (lambda c: c["structure"].update({"levels": 2}), 2),
+    (lambda c: c["training"].update({"fractions": [0.25, 0.5, 1.0]}), 3),  # 3 variants at the new fraction
+    (lambda c: c["training"].update({"seeds": [1, 2, 3]}), 3 * 2),  # every group gains a seed
 ])
 def test_parameter_change_reruns_only_train_evaluate_aggregate(smoke: Path, tmp_path: Path, change,
                                                               expected_train: int) -> None:
@@ -191,3 +192,67 @@ def test_dvc_push_pull_round_trip_then_touch(smoke: Path, tmp_path: Path) -> Non
     _snakemake(smoke, "--touch", "--configfile", SMOKE)
     proc = _snakemake(smoke, "-n", "--configfile", SMOKE)
     assert _job_counts(proc.stdout + proc.stderr) == {}, proc.stdout[-3000:]
+
+
+def _user_data(root: Path) -> dict:
+    """An ImageFolder tree (3 classes) and a caption CSV (40 pairs) of drawn shapes, declared as user datasets."""
+    from PIL import Image, ImageDraw
+
+    colours = {"red": (220, 30, 30), "green": (30, 160, 60), "blue": (40, 60, 220), "yellow": (230, 200, 20)}
+    shapes = ("circle", "square", "triangle")
+
+    def draw(path: Path, colour: str, shape: str, size: int) -> None:
+        img = Image.new("RGB", (64, 64), "white")
+        d = ImageDraw.Draw(img)
+        box = (32 - size, 32 - size, 32 + size, 32 + size)
+        if shape == "circle":
+            d.ellipse(box, fill=colours[colour])
+        elif shape == "square":
+            d.rectangle(box, fill=colours[colour])
+        else:
+            d.polygon([(32, 32 - size), (32 - size, 32 + size), (32 + size, 32 + size)], fill=colours[colour])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img.save(path)
+
+    rows = ["image,caption"]
+    for i in range(40):
+        colour, shape = list(colours)[i % 4], shapes[(i // 4) % 3]
+        draw(root / "pairs" / f"im{i:02d}.png", colour, shape, 10 + i % 17)
+        rows.append(f"pairs/im{i:02d}.png,a {'small' if i % 17 < 8 else 'large'} {colour} {shape}")
+    (root / "pairs.csv").write_text("\n".join(rows) + "\n")
+    for shape in shapes:
+        for k, colour in enumerate(colours):
+            draw(root / "shapes" / shape / f"{colour}.png", colour, shape, 12 + 3 * k)
+    return {"my_pairs": {"kind": "captions", "file": f"{root.name}/pairs.csv", "test_fraction": 0.25},
+            "my_shapes": {"kind": "imagefolder", "root": f"{root.name}/shapes", "templates": ["a drawing of a {}."]}}
+
+
+def test_user_datasets_train_and_evaluate_end_to_end(smoke: Path, tmp_path: Path) -> None:
+    """A caption CSV and an image folder declared in params only: trained on, retrieved on, classified."""
+    conf = _smoke_config(smoke)
+    conf["user_datasets"] = _user_data(smoke / "user_data")
+    conf["results_dir"] = "results/user"
+    conf["datasets"] = {"train": ["my_pairs"], "retrieval": ["my_pairs"], "zeroshot": ["my_shapes"],
+                        "all": ["my_pairs", "my_shapes"]}
+    conf["manifest"] = {}
+    conf["training"].update(fractions=[1.0], seeds=[1])
+    conf["methods"] = conf["methods"][:1]
+    path = tmp_path / "user.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    _snakemake(smoke, "--replace-workflow-config", "--configfile", str(path), timeout=RUN_TIMEOUT)
+    table = pd.read_csv(smoke / "results/user/tables/main.csv")
+    assert list(table.method) == ["Linear + Last"]
+    for col in ("my_shapes top-1", "my_pairs I2T R@1", "my_pairs T2I R@5"):
+        assert 0 <= table[col].iloc[0] <= 100, col
+
+
+def test_bad_user_dataset_is_refused_before_any_job(smoke: Path, tmp_path: Path) -> None:
+    conf = _smoke_config(smoke)
+    conf["user_datasets"] = {"my_photos": {"kind": "imagefolder", "root": "no/such/folder"}}
+    conf["datasets"]["zeroshot"] = [*conf["datasets"]["zeroshot"], "my_photos"]
+    conf["datasets"]["all"] = [*conf["datasets"]["all"], "my_photos"]
+    path = tmp_path / "bad_user.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    proc = _snakemake(smoke, "-n", "--replace-workflow-config", "--configfile", str(path), check=False)
+    assert proc.returncode != 0
+    assert "user_datasets.my_photos.root" in proc.stdout + proc.stderr

@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 # public name -> defining submodule; these names are stable
 _EXPORTS: dict[str, str] = {
-    # STRUCTURE regulariser (paper-spec §5.2)
+    # STRUCTURE regulariser (docs/method.md §5.2)
     "structure_regularizer": "regularizer",
     # losses (§5.1, §5.3)
     "clip_loss": "losses",
@@ -40,15 +40,23 @@ _EXPORTS: dict[str, str] = {
     "load_aligner": "heads",
     "CSA": "csa",
     "fit_cca": "csa",
-    # training (§6)
-    "TrainConfig": "train",
+    "HEADS": "heads",
+    # training (§6): configuration, pool, loop, run identity
+    "TrainConfig": "trainconfig",
     "TrainResult": "train",
     "train_heads": "train",
-    "subsample_pairs": "train",
     "lr_find": "train",
+    "subsample_pairs": "pool",
+    "load_pair_pool": "pool",
+    "validation_split": "pool",
+    "RunSpec": "runs",
+    "Variant": "runs",
+    "train_config": "runs",
     # evaluation (§7)
     "zero_shot": "evaluate",
     "retrieval": "evaluate",
+    "load_eval_set": "evaluate",
+    "evaluate_set": "evaluate",
     # data, encoders, features
     "read_manifest": "data",
     "write_manifest": "data",
@@ -57,6 +65,8 @@ _EXPORTS: dict[str, str] = {
     "SOURCES": "data",
     "build_manifest": "data",
     "acquire": "data",
+    "dataset_spec": "data",
+    "check_declaration": "data",
     "load_encoder": "encoders",
     "register_encoder": "encoders",
     "list_encoders": "encoders",
@@ -66,9 +76,12 @@ _EXPORTS: dict[str, str] = {
     "FeatureFileError": "features",
     "FeatureSet": "features",
     "feature_file_info": "features",
+    # workflow parameters
+    "check_params": "config",
+    "load_params": "config",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 -- a list, built from the export table
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""Closed-form CCA, the CSA aligner and its STRUCTURE refinement (paper-spec §4.3, §4.4).
+"""Closed-form CCA, the CSA aligner and its STRUCTURE refinement (docs/method.md §4.3, §4.4).
 
 CSA (Li, Chinchali, Topcu, ICLR 2025) as released in STRUCTURE: centre the raw features at the chosen layers, fit
 unregularised linear CCA to ``sim_dim`` dimensions, and compare projections by plain cosine (the stored canonical
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .io import write_safetensors
 
 log = logging.getLogger("structure_align.csa")
 
@@ -82,7 +83,7 @@ def _ridged_cov(z: torch.Tensor, reg: float, side: str) -> tuple[torch.Tensor, f
 
 
 def fit_cca(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, dim: int, reg: float = 0.0) -> CCAResult:
-    """Closed-form linear CCA (paper-spec §4.3) in float64.
+    """Closed-form linear CCA (docs/method.md §4.3) in float64.
 
     Centre both sides, whiten each with the inverse square root of its (ridged) covariance, take the SVD of the
     whitened cross-covariance ``Cxx^-1/2 Cxy Cyy^-1/2 = U S Vᵀ`` and return ``w_x = Cxx^-1/2 U[:, :dim]``,
@@ -113,14 +114,14 @@ def fit_cca(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, dim: int
 
 
 def whiten(w: torch.Tensor, xc: torch.Tensor) -> torch.Tensor:
-    """Whitening after refinement (paper-spec §4.4): ``W ← W C^-1/2`` with ``C = Wᵀ XᵀX W / n`` on centred ``xc``."""
+    """Whitening after refinement (docs/method.md §4.4): ``W ← W C^-1/2`` with ``C = Wᵀ XᵀX W / n`` on centred ``xc``."""
     w64, x64 = w.detach().double(), xc.detach().double()
     z = x64 @ w64
     return (w64 @ _inv_sqrt_psd(z.T @ z / x64.shape[0], floor=1e-12)).to(w.dtype)
 
 
 class CSA(nn.Module):
-    """CCA/CSA aligner (paper-spec §4.3, §4.4): ``encode(x) = norm((x - mean) W [· sqrt(corr)])``.
+    """CCA/CSA aligner (docs/method.md §4.3, §4.4): ``encode(x) = norm((x - mean) W [· sqrt(corr)])``.
 
     ``weighting="none"`` is the released evaluation (plain cosine after projection). ``weighting="correlation"``
     scales canonical dimension k by sqrt(corr_k) on both sides, so the inner product of two projections is the CSA
@@ -154,7 +155,7 @@ class CSA(nn.Module):
     @classmethod
     def fit(cls, x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, sim_dim: int = 512, *,
             weighting: str = "none", reg: float = 0.0) -> CSA:
-        """Fit on raw paired training features at the chosen layers (paper-spec §4.3, released: reg = 0)."""
+        """Fit on raw paired training features at the chosen layers (docs/method.md §4.3, released: reg = 0)."""
         res = fit_cca(x, y, sim_dim, reg=reg)
         log.info("CSA fit: n=%d, sim_dim=%d, top canonical correlations %s", len(x), sim_dim,
                  [round(v, 4) for v in res.corr[:5].tolist()])
@@ -177,23 +178,23 @@ class CSA(nn.Module):
         return self._encode(torch.as_tensor(y), self.mean_y, self.w_y)
 
     def refine_loss(self, xb: torch.Tensor, yb: torch.Tensor, w_x: torch.Tensor, w_y: torch.Tensor, *,
-                    lam_rs: float, lam_cca: float, rs_kwargs: dict[str, Any]) -> torch.Tensor:
-        """Refinement objective on a centred batch (paper-spec §4.4).
+                    rs_lambda: float, lambda_cca: float, rs_kwargs: dict[str, Any]) -> torch.Tensor:
+        """Refinement objective on a centred batch (docs/method.md §4.4).
 
-        ``lam_rs·½[R_S(Xb, norm(Xb Wx)) + R_S(Yb, norm(Yb Wy))] − lam_cca·Σ_{i,k} Zx[i,k] Zy[i,k] / sim_dim``.
+        ``rs_lambda·½[R_S(Xb, norm(Xb Wx)) + R_S(Yb, norm(Yb Wy))] − lambda_cca·Σ_{i,k} Zx[i,k] Zy[i,k] / sim_dim``.
         """
         from .regularizer import structure_regularizer
 
         zx, zy = F.normalize(xb @ w_x, dim=-1), F.normalize(yb @ w_y, dim=-1)
         rs = 0.5 * (structure_regularizer(xb, zx, **rs_kwargs) + structure_regularizer(yb, zy, **rs_kwargs))
-        return lam_rs * rs - lam_cca * (zx * zy).sum() / w_x.shape[1]
+        return rs_lambda * rs - lambda_cca * (zx * zy).sum() / w_x.shape[1]
 
-    def refine(self, x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *, lam_rs: float = 10.0,
-               lam_cca: float = 1e-2, tau: float = 0.2, levels: int = 1, weighting: str = "inverse",
+    def refine(self, x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *, rs_lambda: float = 10.0,
+               lambda_cca: float = 1e-2, tau: float = 0.2, levels: int = 1, weighting: str = "inverse",
                epochs: int = 10, lr: float = 5e-4, batch_size: int = 4096, seed: int = 0,
                device: str | torch.device = "cpu", progress: bool = True,
                rs_options: dict[str, Any] | None = None) -> list[float]:
-        """CSA + R_S: Adam on (W_x, W_y) from the CCA solution, then whitening (paper-spec §4.4, released ``RSMixin``).
+        """CSA + R_S: Adam on (W_x, W_y) from the CCA solution, then whitening (docs/method.md §4.4, released ``RSMixin``).
 
         ``x``, ``y`` are the raw training features the CSA was fitted on (centred here with the stored means).
         Each epoch draws a seeded permutation and keeps the last partial batch. ``rs_options`` adds further
@@ -226,7 +227,8 @@ class CSA(nn.Module):
                 b = perm[start:start + batch_size]
                 if b.numel() < 2:
                     continue  # R_S needs at least two rows; a single leftover row carries no structure
-                loss = self.refine_loss(xc[b], yc[b], w_x, w_y, lam_rs=lam_rs, lam_cca=lam_cca, rs_kwargs=rs_kwargs)
+                loss = self.refine_loss(xc[b], yc[b], w_x, w_y, rs_lambda=rs_lambda, lambda_cca=lambda_cca,
+                                        rs_kwargs=rs_kwargs)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -245,13 +247,11 @@ class CSA(nn.Module):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write buffers as safetensors with ``aligner="csa"`` and the options as metadata (atomic)."""
-        from .features import write_safetensors_streaming
-
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
         meta = {"format_version": "1", "aligner": "csa",
                 "options": json.dumps({"weighting": self.weighting, "refined": self.refined,
                                        "sim_dim": self.sim_dim})}
-        write_safetensors_streaming(path, {k: v.numpy() for k, v in tensors.items()}, meta)  # byte-stable
+        write_safetensors(path, {k: v.numpy() for k, v in tensors.items()}, meta)  # byte-stable
         log.info("saved CSA aligner to %s", path)
 
     @classmethod

@@ -1,14 +1,18 @@
-"""Zero-shot classification and cross-modal retrieval on aligned embeddings (paper-spec §7).
+"""Zero-shot classification and cross-modal retrieval on aligned embeddings (docs/method.md §7).
 
 The metric functions take embeddings (any aligner's ``encode_image`` / ``encode_text`` output) and return plain
 dicts of percentages; :func:`embed`, :func:`zero_shot_aligner` and :func:`retrieval_aligner` run an aligner over
-frozen features first. Similarity matrices are computed in chunks so large galleries fit in memory.
+frozen features first. :func:`load_eval_set` + :func:`evaluate_set` evaluate one run on one dataset from its
+feature files (loaded once, then shared by every run of a job). Similarity matrices are computed in chunks so large
+galleries fit in memory.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,7 +43,7 @@ def _as_index(x: ArrayLike, name: str, n_rows: int, upper: int) -> torch.Tensor:
 
 
 def class_prototypes(text_emb: torch.Tensor, groups: ArrayLike, n_classes: int) -> torch.Tensor:
-    """Prompt-ensemble class prototypes (paper-spec §7.1, step 2).
+    """Prompt-ensemble class prototypes (docs/method.md §7.1, step 2).
 
     Each prompt embedding is L2-normalised, the prompts of a class are averaged and the mean is re-normalised.
     Raises ``ValueError`` if a class has no prompt.
@@ -56,7 +60,7 @@ def class_prototypes(text_emb: torch.Tensor, groups: ArrayLike, n_classes: int) 
 
 def zero_shot(image_emb: torch.Tensor | np.ndarray, labels: ArrayLike, text_emb: torch.Tensor | np.ndarray,
               groups: ArrayLike, n_classes: int, *, chunk_size: int = 8192) -> dict[str, float]:
-    """Zero-shot classification with prompt-ensemble prototypes (paper-spec §7.1).
+    """Zero-shot classification with prompt-ensemble prototypes (docs/method.md §7.1).
 
     ``image_emb`` [N, d] (re-normalised here), ``labels`` [N] in [0, n_classes), ``text_emb`` [T, d] with
     ``groups`` [T] giving the class of each prompt row. Logits are cosines (the released ×100 scale does not change
@@ -94,7 +98,7 @@ def zero_shot(image_emb: torch.Tensor | np.ndarray, labels: ArrayLike, text_emb:
 def retrieval(image_emb: torch.Tensor | np.ndarray, text_emb: torch.Tensor | np.ndarray, text_image_index: ArrayLike,
               *, duplicate_gallery: bool = False, ks: Sequence[int] = (1, 5, 10),
               chunk_size: int = 2048) -> dict[str, float]:
-    """Image-to-text and text-to-image Recall@k in % (paper-spec §7.2).
+    """Image-to-text and text-to-image Recall@k in % (docs/method.md §7.2).
 
     ``image_emb`` holds one row per image, ``text_emb`` one row per caption and ``text_image_index[c]`` the image
     row of caption ``c``. A query is a hit at k when any relevant gallery item is in the top k; ties between a
@@ -105,8 +109,9 @@ def retrieval(image_emb: torch.Tensor | np.ndarray, text_emb: torch.Tensor | np.
     captions); T2I has one query per caption and a gallery holding each image once.
     ``duplicate_gallery=True`` reproduces the released variant: every caption row carries a copy of its image, so
     I2T queries are repeated once per caption row and the T2I gallery holds one image copy per caption row (all
-    copies of the right image relevant; each irrelevant image counts as many times as it has captions, which is
-    what inflates the released T2I R@5/R@10).
+    copies of the right image relevant; each irrelevant image counts as many times as it has captions). The
+    duplicate copies of an irrelevant image fill several ranks at once, so the released T2I R@5/R@10 are *lower*
+    than the standard ones (with 5 captions per image, its R@5 is close to the standard R@1).
     """
     img = F.normalize(_as_float(image_emb, "image_emb"), dim=-1)
     txt = F.normalize(_as_float(text_emb, "text_emb"), dim=-1)
@@ -169,7 +174,7 @@ def embed(aligner: Any, feats: torch.Tensor | np.ndarray, modality: str, *, batc
 def zero_shot_aligner(aligner: Any, image_feats: torch.Tensor, labels: ArrayLike, text_feats: torch.Tensor,
                       groups: ArrayLike, n_classes: int, *, raw_prototypes: bool = False, batch_size: int = 8192,
                       device: str | torch.device = "cpu") -> dict[str, float]:
-    """:func:`zero_shot` on features at the chosen layers, embedded by ``aligner`` (paper-spec §7.1).
+    """:func:`zero_shot` on features at the chosen layers, embedded by ``aligner`` (docs/method.md §7.1).
 
     By default every prompt is embedded and the prototypes are averaged in the joint space. ``raw_prototypes=True``
     reproduces the released CSA path (§4.3): the prompt-ensemble prototypes are built from the *raw* text features
@@ -189,7 +194,92 @@ def zero_shot_aligner(aligner: Any, image_feats: torch.Tensor, labels: ArrayLike
 def retrieval_aligner(aligner: Any, image_feats: torch.Tensor, text_feats: torch.Tensor, text_image_index: ArrayLike,
                       *, duplicate_gallery: bool = False, ks: Sequence[int] = (1, 5, 10), batch_size: int = 8192,
                       device: str | torch.device = "cpu") -> dict[str, float]:
-    """:func:`retrieval` on features at the chosen layers, embedded by ``aligner`` (paper-spec §7.2)."""
+    """:func:`retrieval` on features at the chosen layers, embedded by ``aligner`` (docs/method.md §7.2)."""
     return retrieval(embed(aligner, image_feats, "image", batch_size=batch_size, device=device),
                      embed(aligner, text_feats, "text", batch_size=batch_size, device=device), text_image_index,
                      duplicate_gallery=duplicate_gallery, ks=ks)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# one dataset of one run, from the feature files
+# ---------------------------------------------------------------------------------------------------------------
+
+class EvalDataError(ValueError):
+    """An evaluation dataset's files do not fit together (rows, layers, captions); names the dataset and file."""
+
+
+@dataclass
+class EvalSet:
+    """The frozen features of one evaluation dataset, restricted to the rows that are evaluated.
+
+    ``image_rows`` index the vision features; zero-shot sets carry ``labels`` / ``n_classes`` and use every text
+    row (prompts, ``text_groups`` = class); retrieval sets keep the caption rows of the evaluated images
+    (``text_rows``) and map each to its image's position (``text_image_index``).
+    """
+
+    name: str
+    task: str
+    vision: Any
+    text: Any
+    image_rows: np.ndarray
+    test_split_only: bool
+    labels: np.ndarray | None = None
+    n_classes: int = 0
+    text_rows: np.ndarray | None = None
+    text_groups: np.ndarray | None = None
+    text_image_index: np.ndarray | None = None
+
+
+def load_eval_set(vision_path: str | Path, text_path: str | Path, manifest_path: str | Path, *,
+                  test_split: bool) -> EvalSet:
+    """Load one dataset's manifest and feature files; ``test_split`` evaluates only its ``test`` rows (a training
+    dataset), else every row."""
+    from .data import read_manifest
+    from .features import load_features
+    from .pool import check_dataset_features
+
+    df, info = read_manifest(manifest_path)
+    fv = load_features(vision_path, modality="vision", manifest_sha256=info.manifest_sha256)
+    ft = load_features(text_path, modality="text", manifest_sha256=info.manifest_sha256)
+    check_dataset_features(fv, ft, len(df), f"dataset {info.name}")
+    rows = np.flatnonzero(df["split"].to_numpy() == "test") if test_split else np.arange(len(df))
+    if len(rows) == 0:
+        raise EvalDataError(f"dataset {info.name} ({manifest_path}): no rows to evaluate (test_split={test_split})")
+    groups = ft.groups.numpy()
+    es = EvalSet(info.name, info.task, fv, ft, rows, test_split)
+    if info.task == "zeroshot":
+        es.labels, es.n_classes, es.text_groups = df["label"].to_numpy()[rows], len(info.classnames), groups
+        return es
+    position = np.full(len(df), -1, dtype=np.int64)
+    position[rows] = np.arange(len(rows))
+    keep = np.flatnonzero(position[groups] >= 0)
+    if len(keep) == 0:
+        raise EvalDataError(f"dataset {info.name} ({manifest_path}): no captions for the evaluated rows")
+    es.text_rows, es.text_image_index = keep, position[groups[keep]]
+    return es
+
+
+def evaluate_set(aligner: Any, es: EvalSet, vision_layer: int, text_layer: int, *, duplicate_gallery: bool = False,
+                 raw_prototypes: bool = False, batch_size: int = 8192,
+                 device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Zero-shot or retrieval metrics of ``aligner`` on ``es`` at the run's layers (docs/method.md §7).
+
+    Undefined metrics (top-5 with fewer than 5 classes) are ``None`` (JSON has no NaN).
+    """
+    if not (0 <= vision_layer < len(es.vision.layers) and 0 <= text_layer < len(es.text.layers)):
+        raise EvalDataError(f"dataset {es.name}: layers ({vision_layer}, {text_layer}) outside the features "
+                            f"({es.vision.path}, {es.text.path})")
+    x = es.vision.layers[vision_layer][torch.as_tensor(es.image_rows, dtype=torch.long)]
+    y_all = es.text.layers[text_layer]
+    out: dict[str, Any] = {"task": es.task, "n_images": len(es.image_rows), "test_split_only": es.test_split_only}
+    if es.task == "zeroshot":
+        out.update(n_texts=int(y_all.shape[0]), n_classes=es.n_classes)
+        metrics = zero_shot_aligner(aligner, x, es.labels, y_all, es.text_groups, es.n_classes,
+                                    raw_prototypes=raw_prototypes, batch_size=batch_size, device=device)
+    else:
+        out["n_texts"] = len(es.text_rows)
+        y = y_all[torch.as_tensor(es.text_rows, dtype=torch.long)]
+        metrics = retrieval_aligner(aligner, x, y, es.text_image_index, duplicate_gallery=duplicate_gallery,
+                                    batch_size=batch_size, device=device)
+    out["metrics"] = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in metrics.items()}
+    return out

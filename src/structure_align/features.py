@@ -1,4 +1,4 @@
-"""Feature extraction and the feature-file format (docs/DESIGN.md "Feature file"; paper-spec §2).
+"""Feature extraction and the feature-file format (docs/encoders.md "Feature file"; docs/method.md §2).
 
 One pass over a dataset with one encoder writes every layer into one safetensors file:
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import struct
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +30,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .utils import atomic_write, resolve_device
+from .io import FileFormatError, read_safetensors_header, write_safetensors
+from .utils import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +39,9 @@ FORMAT_VERSION = "1"
 REQUIRED_META = ("format_version", "encoder", "modality", "layer_names", "pooling", "dataset", "manifest_sha256",
                  "dtype", "n_rows", "n_layers")
 _NP_DTYPES = {"float32": np.float32, "float16": np.float16}
-_ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.float64): "F64",
-               np.dtype(np.int64): "I64"}
-_ST_TO_NP = {v: k for k, v in _ST_DTYPES.items()}
-_MAX_HEADER = 100 * 1024 * 1024
 
 
-class FeatureFileError(ValueError):
+class FeatureFileError(FileFormatError):
     """A feature file is missing, truncated, corrupted or does not match what the caller expects (names the file and
     the key)."""
 
@@ -71,7 +67,7 @@ class FeatureSet:
         return [int(t.shape[1]) for t in self.layers]
 
     def layer(self, index: int) -> torch.Tensor:
-        """One layer by index (negative indices count from the last layer, paper-spec §2 "Layer indices")."""
+        """One layer by index (negative indices count from the last layer, docs/method.md §2 "Layer indices")."""
         return self.layers[index]
 
 
@@ -84,76 +80,12 @@ def layer_key(index: int) -> str:
 # safetensors I/O
 # ---------------------------------------------------------------------------------------------------------------
 
-def write_safetensors_streaming(path: str | os.PathLike, tensors: dict[str, np.ndarray],
-                                metadata: dict[str, str]) -> Path:
-    """Write numpy arrays as a safetensors file without building the serialised payload in memory.
-
-    Layout (the safetensors spec): 8-byte little-endian header length, JSON header (padded with spaces to a multiple
-    of 8) mapping each name to dtype/shape/data_offsets plus ``__metadata__``, then the raw little-endian bytes of the
-    tensors back to back. Written through :func:`atomic_write`.
-    """
-    header: dict[str, Any] = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}}
-    offset = 0
-    arrays: list[np.ndarray] = []
-    # 8-byte dtypes first keeps every tensor naturally aligned in the file
-    for name in sorted(tensors, key=lambda n: (-tensors[n].dtype.itemsize, n)):
-        arr = np.ascontiguousarray(tensors[name])
-        if arr.dtype not in _ST_DTYPES:
-            raise TypeError(f"tensor {name!r}: dtype {arr.dtype} is not supported by the feature-file writer")
-        arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
-        header[name] = {"dtype": _ST_DTYPES[arr.dtype], "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + arr.nbytes]}
-        offset += arr.nbytes
-        arrays.append(arr)
-    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    raw += b" " * (-len(raw) % 8)
-    path = Path(path)
-    with atomic_write(path) as tmp, open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        for arr in arrays:
-            if arr.nbytes:
-                f.write(memoryview(arr.reshape(-1)).cast("B"))
-    return path
-
-
 def _read_header(path: Path) -> tuple[dict[str, Any], int]:
-    """Parse and validate a safetensors header: ``(header, data_start)``; the file size must match the offsets."""
-    if not path.is_file():
-        raise FeatureFileError(f"feature file {path} does not exist")
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        first = f.read(8)
-        if len(first) < 8:
-            raise FeatureFileError(f"{path}: truncated feature file ({size} bytes, no safetensors header)")
-        (n,) = struct.unpack("<Q", first)
-        if n > min(_MAX_HEADER, size - 8):
-            raise FeatureFileError(f"{path}: corrupted or truncated header (header length {n}, file size {size})")
-        raw = f.read(n)
+    """:func:`io.read_safetensors_header` with the feature file's own error type."""
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FeatureFileError(f"{path}: corrupted safetensors header ({exc})") from exc
-    if not isinstance(header, dict):
-        raise FeatureFileError(f"{path}: corrupted safetensors header (not a JSON object)")
-    end = 0
-    for key, entry in header.items():
-        if key == "__metadata__":
-            continue
-        try:
-            start, stop = (int(v) for v in entry["data_offsets"])
-            count = int(np.prod(entry["shape"], dtype=np.int64))
-            itemsize = _ST_TO_NP[entry["dtype"]].itemsize
-        except (KeyError, TypeError, ValueError) as exc:
-            raise FeatureFileError(f"{path}: key {key!r} has a malformed header entry ({exc})") from exc
-        if stop - start != count * itemsize:
-            raise FeatureFileError(f"{path}: key {key!r} has offsets {start}..{stop} that do not fit shape "
-                                   f"{entry['shape']} ({entry['dtype']})")
-        end = max(end, stop)
-    if size != 8 + n + end:
-        raise FeatureFileError(f"{path}: truncated or padded feature file: {size} bytes on disk, header describes "
-                               f"{8 + n + end}")
-    return header, 8 + n
+        return read_safetensors_header(path)
+    except FileFormatError as exc:
+        raise FeatureFileError(f"feature file {exc}") from None
 
 
 def feature_file_info(path: str | os.PathLike) -> dict[str, str]:
@@ -288,7 +220,7 @@ def _split_batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
 def extract_features(manifest_path: str | os.PathLike, encoder: Any, out_path: str | os.PathLike, *,
                      batch_size: int = 64, device: str | torch.device = "auto", dtype: str = "float32",
                      num_workers: int = 0, limit: int | None = None, progress: bool = True) -> Path:
-    """Embed one dataset with one encoder, all layers, into ``out_path`` (paper-spec §2; DESIGN.md "Feature file").
+    """Embed one dataset with one encoder, all layers, into ``out_path`` (docs/method.md §2; docs/encoders.md "Feature file").
 
     Args:
         manifest_path: the manifest parquet (or its stem); read with :func:`structure_align.data.read_manifest`.
@@ -380,6 +312,6 @@ def extract_features(manifest_path: str | os.PathLike, encoder: Any, out_path: s
         "embed_dims": json.dumps([int(d) for d in encoder.embed_dims]),
         "encoder_description": encoder.description, "limit": "" if limit is None else str(limit),
     }
-    out = write_safetensors_streaming(out_path, tensors, meta)
+    out = write_safetensors(out_path, tensors, meta)
     log.info("wrote %s", out)
     return out

@@ -1,8 +1,10 @@
-"""Projection heads and the head-pair aligner (paper-spec §4.1, §4.2).
+"""Projection heads, the head-pair aligner and the list of aligners a run can train (docs/method.md §4).
 
 Every aligner in the package (a trained head pair here, CCA/CSA in :mod:`structure_align.csa`) exposes
 ``encode_image(x)`` / ``encode_text(y)`` returning L2-normalised embeddings, ``save(path)`` and is rebuilt by
 :func:`load_aligner` from a safetensors file whose metadata names the classes and options as JSON (no pickles).
+:data:`HEADS` is the one list of aligners (name, class, table label): params validation, the workflow's wildcard
+constraints, the CLI and the report all read it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,15 +20,15 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from .features import write_safetensors_streaming
+from .csa import CSA
+from .io import FileFormatError, read_safetensors_header, write_safetensors
 from .utils import log
 
-HEAD_KINDS: tuple[str, ...] = ("linear", "mlp", "released_mlp")
 FORMAT_VERSION = "1"
 
 
 class LinearHead(nn.Module):
-    """Linear baseline head of paper-spec §4.1: ``nn.Linear(d_in, d_out)`` with bias, default PyTorch init."""
+    """Linear baseline head of docs/method.md §4.1: ``nn.Linear(d_in, d_out)`` with bias, default PyTorch init."""
 
     def __init__(self, d_in: int, d_out: int = 512) -> None:
         super().__init__()
@@ -37,7 +40,7 @@ class LinearHead(nn.Module):
 
 
 class MLPHead(nn.Module):
-    """A true two-layer MLP head (paper-spec §4.2, the FuseMix-style baseline): Linear -> GELU -> Dropout -> Linear.
+    """A true two-layer MLP head (docs/method.md §4.2, the FuseMix-style baseline): Linear -> GELU -> Dropout -> Linear.
 
     With ``residual=True`` a bias-free linear skip ``P x`` is added, so the head starts as a linear map plus a
     nonlinear correction. ``hidden`` defaults to ``d_out``.
@@ -66,19 +69,23 @@ class MLPHead(nn.Module):
 
 
 class ReleasedResLowRankHead(nn.Module):
-    """The released "MLP" head (``ResLowRankHead``, paper-spec §4.2): ``z = P x + sigmoid(g) * W2 Dropout(GELU(W1 x))``.
+    """The released "MLP" head (``ResLowRankHead``, docs/method.md §4.2): ``z = P x + α W2 Dropout(GELU(W1 x))``.
 
     P (d_out x d_in) and W1 (rank x d_in) are bias-free and orthogonally initialised, W2 (d_out x rank) starts at
-    zero. The released configs leave the gate logit ``g`` at -inf (``gate_init = 0`` never overwrites it), so
-    sigmoid(g) = 0 with zero gradient: the head is a bias-free, orthogonally initialised linear map and W1, W2, g
-    never move. ``gate_init=None`` reproduces that; a float sets ``g = gate_init`` and opens the residual branch.
+    zero, and the gate ``α = sigmoid(g)`` is learnable. ``gate_init`` is the initial gate value α in [0, 1), as in
+    the released configs: ``gate_init = 0`` (every released MLP config) leaves ``g = -inf``, so α = 0 with zero
+    gradient and the head is a bias-free, orthogonally initialised linear map whose W1, W2, g never move. Any
+    ``gate_init`` in (0, 1) sets ``g = logit(gate_init)`` and opens the residual branch.
     """
 
     def __init__(self, d_in: int, d_out: int = 512, rank: int = 64, dropout: float = 0.1,
-                 gate_init: float | None = None) -> None:
+                 gate_init: float = 0.0) -> None:
         super().__init__()
         if rank <= 0:
             raise ValueError(f"ReleasedResLowRankHead: rank must be positive, got {rank}")
+        if not 0.0 <= float(gate_init) < 1.0:
+            raise ValueError(f"ReleasedResLowRankHead: gate_init is the gate value alpha and must be in [0, 1), "
+                             f"got {gate_init}")
         self.proj = nn.Linear(d_in, d_out, bias=False)
         self.down = nn.Linear(d_in, rank, bias=False)
         self.up = nn.Linear(rank, d_out, bias=False)
@@ -87,34 +94,63 @@ class ReleasedResLowRankHead(nn.Module):
         nn.init.orthogonal_(self.proj.weight, gain=1.0)
         nn.init.orthogonal_(self.down.weight, gain=1.0)
         nn.init.zeros_(self.up.weight)
-        logit = -math.inf if gate_init is None else float(gate_init)
+        alpha = float(gate_init)
+        logit = -math.inf if alpha == 0.0 else math.log(alpha / (1.0 - alpha))
         self.gate_logit = nn.Parameter(torch.tensor(logit, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``x`` [B, d_in] to [B, d_out]; with the dead gate this equals ``x @ P.T``."""
+        """Map ``x`` [B, d_in] to [B, d_out]; with the closed gate this equals ``x @ P.T``."""
         alpha = torch.sigmoid(self.gate_logit)
         return self.proj(x) + alpha * self.up(self.drop(self.act(self.down(x))))
 
 
+@dataclass(frozen=True)
+class HeadSpec:
+    """One aligner a run can train: ``name`` (params ``methods[].head``, run paths), the class, the table label and
+    the options its constructor accepts. ``fitted`` aligners (CSA) are solved in closed form, not trained by SGD."""
+
+    name: str
+    cls: type[nn.Module]
+    label: str
+    options: frozenset[str] = frozenset()
+    fitted: bool = False
+    description: str = ""
+
+
+HEADS: dict[str, HeadSpec] = {spec.name: spec for spec in (
+    HeadSpec("linear", LinearHead, "Linear", description="nn.Linear with bias (§4.1)"),
+    HeadSpec("mlp", MLPHead, "MLP", frozenset({"hidden", "residual", "dropout"}),
+             description="a real MLP: Linear -> GELU -> Dropout -> Linear (§4.2)"),
+    HeadSpec("released_mlp", ReleasedResLowRankHead, "MLP (released)", frozenset({"rank", "dropout", "gate_init"}),
+             description="the released ResLowRankHead; its closed gate makes it a bias-free linear map (§4.2)"),
+    HeadSpec("csa", CSA, "CSA", fitted=True,
+             description="CCA fitted in closed form; with R_S, the released post-hoc refinement (§4.3, §4.4)"),
+)}
+
+
+def head_spec(name: str) -> HeadSpec:
+    """The :class:`HeadSpec` of ``name``; an unknown name raises ``ValueError`` listing :data:`HEADS`."""
+    if name not in HEADS:
+        raise ValueError(f"unknown head {name!r}; expected one of {list(HEADS)}")
+    return HEADS[name]
+
+
 def build_head(kind: str, d_in: int, d_out: int = 512, **opts: Any) -> nn.Module:
-    """Build one projection head: ``linear`` (§4.1), ``mlp`` (a real MLP) or ``released_mlp`` (§4.2, dead gate).
+    """Build one projection head: ``linear`` (§4.1), ``mlp`` (a real MLP) or ``released_mlp`` (§4.2, closed gate).
 
     ``opts`` go to the head's constructor (``hidden``, ``residual``, ``dropout`` for mlp; ``rank``, ``dropout``,
     ``gate_init`` for released_mlp); an option the head does not take raises ``ValueError`` naming it.
     """
     if d_in <= 0 or d_out <= 0:
         raise ValueError(f"build_head: d_in and d_out must be positive, got d_in={d_in}, d_out={d_out}")
-    classes: dict[str, type[nn.Module]] = {"linear": LinearHead, "mlp": MLPHead,
-                                           "released_mlp": ReleasedResLowRankHead}
-    allowed = {"linear": set(), "mlp": {"hidden", "residual", "dropout"},
-               "released_mlp": {"rank", "dropout", "gate_init"}}
-    if kind not in classes:
-        raise ValueError(f"build_head: unknown head kind {kind!r}; expected one of {list(HEAD_KINDS)}")
-    unknown = set(opts) - allowed[kind]
+    spec = head_spec(kind)
+    if spec.fitted:
+        raise ValueError(f"build_head: {kind!r} is fitted in closed form (CSA.fit), not a projection head")
+    unknown = set(opts) - spec.options
     if unknown:
         raise ValueError(f"build_head: option(s) {sorted(unknown)} not accepted by head kind {kind!r}; "
-                         f"allowed: {sorted(allowed[kind])}")
-    return classes[kind](int(d_in), int(d_out), **opts)
+                         f"allowed: {sorted(spec.options)}")
+    return spec.cls(int(d_in), int(d_out), **opts)
 
 
 def _head_spec(kind: str, d_in: int, d_out: int, opts: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +158,7 @@ def _head_spec(kind: str, d_in: int, d_out: int, opts: dict[str, Any]) -> dict[s
 
 
 class HeadAligner(nn.Module):
-    """A pair of projection heads (image, text) mapping frozen features into the joint space (paper-spec §1, §4).
+    """A pair of projection heads (image, text) mapping frozen features into the joint space (docs/method.md §4).
 
     ``encode_image`` / ``encode_text`` move the input to the heads' device as float32 and return L2-normalised
     embeddings; they keep the autograd graph (the training loop uses them), so wrap evaluation in
@@ -172,24 +208,19 @@ class HeadAligner(nn.Module):
                              "use HeadAligner.from_spec / HeadAligner.build so load_aligner can rebuild it")
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
         meta = {"format_version": FORMAT_VERSION, "aligner": "heads", "spec": json.dumps(self.spec)}
-        # the streaming writer keeps tensor and metadata order fixed, so equal weights give byte-identical files
-        # (safetensors' own writer orders metadata by hash, which changes the bytes from run to run)
-        write_safetensors_streaming(path, {k: v.numpy() for k, v in tensors.items()}, meta)
+        # io's writer keeps tensor and metadata order fixed, so equal weights give byte-identical files
+        write_safetensors(path, {k: v.numpy() for k, v in tensors.items()}, meta)
         log.info("saved head aligner to %s", path)
 
 
 def _read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import safe_open
-
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"aligner file {os.fspath(path)!r} does not exist")
+    """Tensors and metadata of an aligner file; a missing, truncated or corrupted file raises FileFormatError."""
+    header, _ = read_safetensors_header(path)  # size and header checked before any tensor is read
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
         tensors = load_file(str(path))
-    except Exception as exc:  # safetensors raises several types for truncated/corrupt headers
-        raise ValueError(f"aligner file {os.fspath(path)!r} is not a readable safetensors file: {exc}") from exc
-    return tensors, meta
+    except Exception as exc:  # safetensors raises several types for corrupt payloads
+        raise FileFormatError(f"aligner file {os.fspath(path)!r} is not a readable safetensors file: {exc}") from exc
+    return tensors, dict(header.get("__metadata__") or {})
 
 
 def load_aligner(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
@@ -198,18 +229,16 @@ def load_aligner(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     kind = meta.get("aligner")
     if kind == "heads":
         if "spec" not in meta:
-            raise ValueError(f"aligner file {os.fspath(path)!r}: metadata key 'spec' is missing")
+            raise FileFormatError(f"aligner file {os.fspath(path)!r}: metadata key 'spec' is missing")
         spec = json.loads(meta["spec"])
         aligner: nn.Module = HeadAligner.from_spec(spec["image"], spec["text"])
         missing, unexpected = aligner.load_state_dict(tensors, strict=False)
         if missing or unexpected:
-            raise ValueError(f"aligner file {os.fspath(path)!r}: tensors do not match the spec "
+            raise FileFormatError(f"aligner file {os.fspath(path)!r}: tensors do not match the spec "
                              f"(missing {missing}, unexpected {unexpected})")
     elif kind == "csa":
-        from .csa import CSA
-
         aligner = CSA.from_saved(tensors, meta, source=os.fspath(path))
     else:
-        raise ValueError(f"aligner file {os.fspath(path)!r}: metadata key 'aligner' is {kind!r}; "
+        raise FileFormatError(f"aligner file {os.fspath(path)!r}: metadata key 'aligner' is {kind!r}; "
                          "expected 'heads' or 'csa'")
     return aligner.to(device).eval()

@@ -1,4 +1,4 @@
-"""The STRUCTURE regulariser R_S (paper-spec §5.2).
+"""The STRUCTURE regulariser R_S (docs/method.md §5.2).
 
 R_S compares the multi-scale neighbourhood structure of a frozen feature space X with that of its aligned embedding
 A: both are L2-normalised and centred, turned into temperature-scaled similarity matrices, row-softmaxed into random
@@ -34,7 +34,7 @@ _UNIT_NORM_ATOL = 1e-6
 
 
 def safe_normalize(z: torch.Tensor, atol: float = _UNIT_NORM_ATOL) -> torch.Tensor:
-    """L2-normalise the rows of ``z`` unless every row already has unit norm within ``atol`` (paper-spec §5.2 step 1).
+    """L2-normalise the rows of ``z`` unless every row already has unit norm within ``atol`` (docs/method.md §5.2 step 1).
 
     Skipping the division when the head output is already on the sphere keeps the released code's behaviour (its
     ``safe_normalize``) and avoids a redundant B x d pass in the common case.
@@ -46,7 +46,7 @@ def safe_normalize(z: torch.Tensor, atol: float = _UNIT_NORM_ATOL) -> torch.Tens
 
 
 def center(z: torch.Tensor, centering: str, eps: float = 1e-12) -> torch.Tensor:
-    """Centre the columns of ``z`` over the batch (paper-spec §5.2 step 1).
+    """Centre the columns of ``z`` over the batch (docs/method.md §5.2 step 1).
 
     ``"mean"`` subtracts the batch mean, ``"standard"`` also divides by the unbiased per-dimension std, ``"none"``
     returns ``z``. A dimension that is constant over the batch has std 0; it is divided by ``eps`` instead (its
@@ -63,7 +63,7 @@ def center(z: torch.Tensor, centering: str, eps: float = 1e-12) -> torch.Tensor:
 
 
 def preprocess(z: torch.Tensor, centering: str, center_first: bool) -> torch.Tensor:
-    """Normalise then centre (default) or centre then normalise (``center_first``), paper-spec §5.2 step 1.
+    """Normalise then centre (default) or centre then normalise (``center_first``), docs/method.md §5.2 step 1.
 
     Vectors are not re-normalised after centring, as in the released code.
     """
@@ -73,7 +73,7 @@ def preprocess(z: torch.Tensor, centering: str, center_first: bool) -> torch.Ten
 
 
 def similarity(z: torch.Tensor, distance: str, tau: float, gamma: float) -> torch.Tensor:
-    """The B x B similarity matrix of paper-spec §5.2 step 2, diagonal kept.
+    """The B x B similarity matrix of docs/method.md §5.2 step 2, diagonal kept.
 
     ``"cosine"``: z z^T / tau; ``"rbf"``: exp(-gamma ||z_i - z_j||^2) (no tau); ``"spearman"``: each row replaced
     by the ranks of its coordinates, L2-normalised, then dot / tau. Ranks are piecewise constant, so the spearman
@@ -155,7 +155,7 @@ _DIVERGENCE_FNS = {"code": _CodeDivergence, "js": _JSDivergence}
 
 def level_divergence(p: torch.Tensor, q: torch.Tensor, *, divergence: str = "code",
                      eps: float = 1e-12) -> torch.Tensor:
-    """D(P, Q) of one level between two row-stochastic [B, B] matrices (paper-spec §5.2 step 5).
+    """D(P, Q) of one level between two row-stochastic [B, B] matrices (docs/method.md §5.2 step 5).
 
     ``"code"``: ½[KL(M+ε‖Q+ε) + KL(M+ε‖P+ε)] (released code; not bounded by ln 2); ``"js"``: ½[KL(P‖M) + KL(Q‖M)]
     with ε inside the logs (≤ ln 2). Both average over rows. Gradients flow into ``q`` only (P is the frozen side).
@@ -204,7 +204,7 @@ def _check_options(x: torch.Tensor, a: torch.Tensor, levels: int, tau: float, we
 
 def transition_matrix(z: torch.Tensor, *, tau: float, centering: str, center_first: bool, distance: str,
                       gamma: float) -> torch.Tensor:
-    """Row-stochastic random-walk matrix softmax(S) of one space (paper-spec §5.2 steps 1-3)."""
+    """Row-stochastic random-walk matrix softmax(S) of one space (docs/method.md §5.2 steps 1-3)."""
     return torch.softmax(similarity(preprocess(z, centering, center_first), distance, tau, gamma), dim=1)
 
 
@@ -212,7 +212,7 @@ def structure_regularizer(x: torch.Tensor, a: torch.Tensor, *, levels: int = 1, 
                           weighting: str = "none", centering: str = "mean", center_first: bool = False,
                           distance: str = "cosine", divergence: str = "code", margin: float = 0.0,
                           eps: float = 1e-12, gamma: float = 1.0) -> torch.Tensor:
-    """R_S(x, a) = (1/L) Σ_l w_l · max(D(P^l, Q^l) - margin, 0), paper-spec §5.2.
+    """R_S(x, a) = (1/L) Σ_l w_l · max(D(P^l, Q^l) - margin, 0), docs/method.md §5.2.
 
     Args:
         x: frozen features of the selected layer, [B, d_in]; detached (R_S passes no gradient into x).

@@ -1,4 +1,4 @@
-"""Cross-modal layer similarity and layer selection (paper-spec §3).
+"""Cross-modal layer similarity and layer selection (docs/method.md §3).
 
 The score of an (image layer, text layer) pair is the mutual k-NN overlap of the two row-aligned feature sets
 (§3.1, identical to platonic-rep's ``mutual_knn``); "Similar" aligns the best-scoring pair, "Last" the last layers
@@ -45,7 +45,7 @@ def _as_2d_float(x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
 
 
 def knn_k(n: int, k: int | str = "rice") -> int:
-    """Number of neighbours for ``n`` scored samples (paper-spec §3.1 k-rule table).
+    """Number of neighbours for ``n`` scored samples (docs/method.md §3.1 k-rule table).
 
     ``"rice"`` = ⌈2 n^{1/3}⌉, ``"sqrt"`` = ⌈√n⌉, ``"sturges"`` = ⌈log₂ n + 1⌉, or an explicit integer. The rules are
     evaluated in exact integer arithmetic so that perfect cubes/squares/powers of two do not round up by float error.
@@ -78,7 +78,7 @@ def knn_k(n: int, k: int | str = "rice") -> int:
 
 
 def knn_indices(x: torch.Tensor | np.ndarray, k: int) -> torch.Tensor:
-    """Indices [n, k] of each row's k nearest rows by cosine similarity, self excluded (paper-spec §3.1).
+    """Indices [n, k] of each row's k nearest rows by cosine similarity, self excluded (docs/method.md §3.1).
 
     Rows are L2-normalised; the similarity matrix is built in row chunks so that n = 5000+ stays small in memory.
     """
@@ -125,7 +125,7 @@ def _overlap_counts(idx_a: torch.Tensor, idx_b_stack: torch.Tensor) -> torch.Ten
 
 
 def mutual_knn(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, k: int | str = "rice") -> float:
-    """Mutual k-NN alignment (1/n) Σ_i |kNN_A(i) ∩ kNN_B(i)| / k of two row-aligned feature sets (paper-spec §3.1)."""
+    """Mutual k-NN alignment (1/n) Σ_i |kNN_A(i) ∩ kNN_B(i)| / k of two row-aligned feature sets (docs/method.md §3.1)."""
     a = _as_2d_float(a, "a")
     b = _as_2d_float(b, "b")
     if a.shape[0] != b.shape[0]:
@@ -219,7 +219,7 @@ def _cka_grid(a_layers: list[torch.Tensor], b_layers: list[torch.Tensor], progre
 
 def layer_scores(a_layers: Sequence[torch.Tensor | np.ndarray], b_layers: Sequence[torch.Tensor | np.ndarray],
                  k: int | str = "rice", metric: str = "mutual_knn", *, progress: bool = False) -> np.ndarray:
-    """Score every (a-layer, b-layer) pair (paper-spec §3.2 step 2); returns float64 [len(a_layers), len(b_layers)].
+    """Score every (a-layer, b-layer) pair (docs/method.md §3.2 step 2); returns float64 [len(a_layers), len(b_layers)].
 
     ``scores[i, j]`` equals ``mutual_knn(a_layers[i], b_layers[j], k)`` (or ``cka``) exactly as defined there; layers
     may have different widths but must share the rows. ``k`` is ignored for ``metric="cka"``.
@@ -247,13 +247,13 @@ def _check_scores(scores: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def last_layers(scores: np.ndarray | torch.Tensor) -> tuple[int, int]:
-    """The "Last" choice (paper-spec §3.2 step 4): the last layer of each encoder."""
+    """The "Last" choice (docs/method.md §3.2 step 4): the last layer of each encoder."""
     s = _check_scores(scores)
     return s.shape[0] - 1, s.shape[1] - 1
 
 
 def similar_layers(scores: np.ndarray | torch.Tensor) -> tuple[int, int]:
-    """The "Similar" choice (paper-spec §3.2 step 3): argmax pair; ties go to the first in row-major order."""
+    """The "Similar" choice (docs/method.md §3.2 step 3): argmax pair; ties go to the first in row-major order."""
     s = _check_scores(scores)
     i, j = np.unravel_index(int(np.argmax(s)), s.shape)
     return int(i), int(j)
@@ -269,7 +269,7 @@ def choose_layers(scores: np.ndarray | torch.Tensor, choice: str) -> tuple[int, 
 
 
 def score_subsample(n: int, max_n: int = 5000, *, seed: int) -> np.ndarray:
-    """Sorted row indices used for layer scoring (paper-spec §3.2 step 1): all n rows, or max_n drawn without
+    """Sorted row indices used for layer scoring (docs/method.md §3.2 step 1): all n rows, or max_n drawn without
     replacement with a generator seeded by ``seed``."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"score_subsample: n must be a positive integer, got {n!r}")

@@ -1,17 +1,19 @@
-"""Training the alignment heads on cached features (paper-spec §6), and fitting CSA through the same entry point.
+"""Training the alignment heads on cached features (docs/method.md §6), and fitting CSA through the same entry point.
 
 The loop follows the released ``AlignmentTrainer``: AdamW over both heads, cosine LR stepped per batch, λ warm-up per
-optimiser step, gradient clipping per head, validation loss (with the current λ) for early stopping, and restore of
-the best weights. Everything random comes from ``cfg.seed``: same seed => identical weights and history on CPU.
+optimiser step, gradient clipping per head, a validation loss for early stopping, and restore of the best weights.
+The selection rule is configurable (:class:`TrainConfig` ``select_on`` / ``select_after_warmup``): the released one
+selects on the total loss with the current λ_t, which at small N restores checkpoints where λ is still ramping up.
+Everything random comes from ``cfg.seed``: same seed => identical weights and history on CPU.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,137 +22,28 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .csa import CSA
-from .heads import HEAD_KINDS, HeadAligner
+from .heads import HeadAligner
 from .losses import LambdaWarmup, alignment_loss
+from .trainconfig import TrainConfig
 from .utils import resolve_device, seed_everything
 
 log = logging.getLogger("structure_align.train")
 
-TRAIN_HEADS: tuple[str, ...] = (*HEAD_KINDS, "csa")
-
-
-def subsample_pairs(n: int, fraction: float, seed: int) -> np.ndarray:
-    """Seeded subsample of ``round(fraction·n)`` (at least 2) of ``n`` training pairs, as sorted row indices (§6.3).
-
-    ``fraction = 1`` returns every row. The released code draws ``torch.randperm`` after seeding; this uses a
-    ``torch.Generator`` seeded with ``seed`` so the draw does not depend on (or disturb) the global RNG state.
-    """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
-        raise ValueError(f"subsample_pairs: n must be an integer >= 2, got {n!r}")
-    if not (isinstance(fraction, (float, int)) and 0.0 < fraction <= 1.0):
-        raise ValueError(f"subsample_pairs: fraction must be in (0, 1], got {fraction!r}")
-    k = max(2, round(fraction * n))
-    if k >= n:
-        return np.arange(n, dtype=np.int64)
-    perm = torch.randperm(int(n), generator=torch.Generator().manual_seed(int(seed)))
-    return np.sort(perm[:k].numpy()).astype(np.int64)
-
-
-@dataclass
-class TrainConfig:
-    """All knobs of one training run (paper-spec §4-§6); defaults are the released ones.
-
-    ``head`` is ``linear`` | ``mlp`` | ``released_mlp`` | ``csa``; ``head_options`` go to :func:`build_head`.
-    ``lam = 0`` gives the baselines (R_S is then not computed); ``rs_*`` are the :func:`structure_regularizer`
-    options, ``rs_tau = None`` shares ``tau`` with InfoNCE as released. The cosine schedule has
-    ``T_max = t_max_epochs·max(N // batch_size, 1)`` steps and ``eta_min = 0``; PyTorch's ``CosineAnnealingLR`` is
-    periodic, so with more than ``2·T_max`` steps the LR rises again — kept on purpose, as released (§6.5).
-    ``csa_*`` configure ``head="csa"`` (``csa_sim_dim = None`` -> ``min(d_out, d_x, d_y)``;
-    ``csa_batch_size = None`` -> ``batch_size``).
-    """
-
-    head: str = "linear"
-    head_options: dict[str, Any] = field(default_factory=dict)
-    d_out: int = 512
-    tau: float = 0.05
-    lam: float = 0.0
-    warmup_steps: int = 1000
-    rs_levels: int = 1
-    rs_weighting: str = "none"
-    rs_centering: str = "mean"
-    rs_center_first: bool = False
-    rs_distance: str = "cosine"
-    rs_divergence: str = "code"
-    rs_margin: float = 0.0
-    rs_tau: float | None = None
-    lr: float = 1e-3
-    use_lr_finder: bool = False
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 1e-4
-    batch_size: int = 4096
-    max_epochs: int = 1000
-    patience: int = 200
-    grad_clip: float = 1.0
-    t_max_epochs: int = 50
-    seed: int = 42
-    csa_sim_dim: int | None = None
-    csa_weighting: str = "none"
-    csa_reg: float = 0.0
-    csa_refine: bool = False
-    csa_lam_rs: float = 10.0
-    csa_lam_cca: float = 1e-2
-    csa_tau: float = 0.2
-    csa_levels: int = 1
-    csa_rs_weighting: str = "inverse"
-    csa_epochs: int = 10
-    csa_lr: float = 5e-4
-    csa_batch_size: int | None = None
-
-    def __post_init__(self) -> None:
-        self.betas = (float(self.betas[0]), float(self.betas[1]))
-        problems = []
-        if self.head not in TRAIN_HEADS:
-            problems.append(f"head={self.head!r} (expected one of {list(TRAIN_HEADS)})")
-        for name in ("d_out", "batch_size", "t_max_epochs", "rs_levels", "csa_levels", "max_epochs", "patience"):
-            if int(getattr(self, name)) < 1:
-                problems.append(f"{name}={getattr(self, name)!r} (must be >= 1)")
-        for name in ("warmup_steps", "csa_epochs"):
-            if int(getattr(self, name)) < 0:
-                problems.append(f"{name}={getattr(self, name)!r} (must be >= 0)")
-        for name in ("tau", "lr", "grad_clip", "csa_tau", "csa_lr"):
-            if not float(getattr(self, name)) > 0:
-                problems.append(f"{name}={getattr(self, name)!r} (must be > 0)")
-        for name in ("lam", "weight_decay", "rs_margin", "csa_lam_rs", "csa_lam_cca", "csa_reg"):
-            if not float(getattr(self, name)) >= 0:
-                problems.append(f"{name}={getattr(self, name)!r} (must be >= 0)")
-        if self.rs_tau is not None and not self.rs_tau > 0:
-            problems.append(f"rs_tau={self.rs_tau!r} (must be > 0 or None)")
-        if not (0 <= self.betas[0] < 1 and 0 <= self.betas[1] < 1):
-            problems.append(f"betas={self.betas!r} (each must be in [0, 1))")
-        if problems:
-            raise ValueError("TrainConfig: invalid " + "; ".join(problems))
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Build from a plain dict (e.g. params.yaml); unknown keys raise ``ValueError`` naming them."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"TrainConfig: unknown key(s) {unknown}; allowed: {sorted(names)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form (tuples become lists)."""
-        out = dataclasses.asdict(self)
-        out["betas"] = list(self.betas)
-        return out
-
-    def rs_kwargs(self) -> dict[str, Any]:
-        """Options passed to :func:`structure_regularizer` through :func:`alignment_loss`."""
-        return {"levels": self.rs_levels, "tau": self.tau if self.rs_tau is None else self.rs_tau,
-                "weighting": self.rs_weighting, "centering": self.rs_centering,
-                "center_first": self.rs_center_first, "distance": self.rs_distance,
-                "divergence": self.rs_divergence, "margin": self.rs_margin}
+EpochMetrics = Callable[[nn.Module], dict[str, float]]
 
 
 @dataclass
 class TrainResult:
-    """``aligner`` (eval mode, best weights), per-epoch ``history``, ``best_epoch`` (0-based, -1 for CSA), ``lr``."""
+    """``aligner`` (eval mode, best weights), per-epoch ``history``, ``best_epoch`` (0-based, -1 for CSA), ``lr``,
+    ``lambda_at_best`` (λ_t of the restored epoch's last step; the full λ for CSA + R_S, 0 without R_S) and
+    ``warmup_steps`` (length of the λ ramp this run used)."""
 
     aligner: nn.Module
     history: list[dict[str, Any]]
     best_epoch: int
     lr: float
+    lambda_at_best: float = 0.0
+    warmup_steps: int = 0
 
 
 def _check_features(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor | None,
@@ -184,13 +77,13 @@ def _as_tensor(t: torch.Tensor | np.ndarray | None, device: torch.device) -> tor
 
 def _batch_loss(aligner: HeadAligner, x: torch.Tensor, y: torch.Tensor, lam: float,
                 cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """InfoNCE + λ·½(R_S^img + R_S^txt) on one batch (paper-spec §5.3)."""
-    return alignment_loss(x, aligner.encode_image(x), y, aligner.encode_text(y), lam=lam, tau=cfg.tau,
-                          rs_kwargs=cfg.rs_kwargs())
+    """InfoNCE + λ·½(R_S^img + R_S^txt) on one batch (docs/method.md §5.3)."""
+    return alignment_loss(x, aligner.encode_image(x), y, aligner.encode_text(y), rs_lambda=lam,
+                          temperature=cfg.temperature, rs_kwargs=cfg.rs_kwargs())
 
 
 def _clip_per_head(aligner: HeadAligner, max_norm: float) -> None:
-    """Clip each head's gradient separately to ``max_norm`` (paper-spec §6.5)."""
+    """Clip each head's gradient separately to ``max_norm`` (docs/method.md §6.5)."""
     for head in (aligner.image_head, aligner.text_head):
         nn.utils.clip_grad_norm_([p for p in head.parameters() if p.grad is not None], max_norm)
 
@@ -201,7 +94,7 @@ def _make_optimizer(aligner: HeadAligner, cfg: TrainConfig, lr: float) -> torch.
 
 
 def _lr_from_curve(lrs: np.ndarray, losses: np.ndarray, smoothing: float) -> float | None:
-    """Steepest-descent LR of a finder curve (paper-spec §6.5), before the /5 and the floor; None if undefined."""
+    """Steepest-descent LR of a finder curve (docs/method.md §6.5), before the /5 and the floor; None if undefined."""
     smooth = np.empty_like(losses)
     for i, value in enumerate(losses):
         smooth[i] = value if i == 0 else smoothing * smooth[i - 1] + (1.0 - smoothing) * value
@@ -218,7 +111,7 @@ def _lr_from_curve(lrs: np.ndarray, losses: np.ndarray, smoothing: float) -> flo
 def lr_find(aligner: HeadAligner, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *, start_lr: float = 1e-7,
             end_lr: float = 10.0, num_iters: int = 100, subset: int = 5000, smoothing: float = 0.05,
             diverge: float = 5.0, seed: int | None = None) -> float:
-    """LR range test of paper-spec §6.5; returns ``max(lr_steepest / 5, 1e-6)`` and restores the head weights.
+    """LR range test of docs/method.md §6.5; returns ``max(lr_steepest / 5, 1e-6)`` and restores the head weights.
 
     The LR grows geometrically from ``start_lr`` to ``end_lr`` over ``num_iters`` AdamW steps on random batches of
     ``min(batch_size, S)`` rows from a random subset of ``S = min(N, subset)`` pairs, with the full λ (released
@@ -248,7 +141,7 @@ def lr_find(aligner: HeadAligner, x: torch.Tensor, y: torch.Tensor, cfg: TrainCo
             for group in opt.param_groups:
                 group["lr"] = lr
             rows = pool[torch.randperm(pool.numel(), generator=gen)[:bsz]].to(x.device)
-            loss, _ = _batch_loss(aligner, x[rows], y[rows], cfg.lam, cfg)
+            loss, _ = _batch_loss(aligner, x[rows], y[rows], cfg.rs_lambda, cfg)
             value = float(loss.detach())
             if not math.isfinite(value) or value > diverge * best:
                 break
@@ -298,99 +191,145 @@ def _mean_parts(parts: list[dict[str, float]]) -> dict[str, float | None]:
 
 def _train_csa(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, device: torch.device,
                progress: bool) -> TrainResult:
-    """``head="csa"``: fit CCA (§4.3) and optionally refine with R_S (§4.4); same result shape as the head loop."""
-    sim_dim = cfg.csa_sim_dim if cfg.csa_sim_dim is not None else min(cfg.d_out, x.shape[1], y.shape[1])
+    """``head="csa"``: fit CCA (§4.3) and, when ``rs_lambda > 0``, refine with R_S (§4.4); same result shape."""
+    sim_dim = cfg.csa_sim_dim if cfg.csa_sim_dim is not None else min(cfg.dim, x.shape[1], y.shape[1])
     csa = CSA.fit(x, y, sim_dim, weighting=cfg.csa_weighting, reg=cfg.csa_reg).to(device)
     history: list[dict[str, Any]] = []
-    if cfg.csa_refine:
-        losses = csa.refine(x, y, lam_rs=cfg.csa_lam_rs, lam_cca=cfg.csa_lam_cca, tau=cfg.csa_tau,
-                            levels=cfg.csa_levels, weighting=cfg.csa_rs_weighting, epochs=cfg.csa_epochs,
+    refine = cfg.rs_lambda > 0
+    if refine:
+        rs = cfg.rs_kwargs()
+        losses = csa.refine(x, y, rs_lambda=cfg.rs_lambda, lambda_cca=cfg.csa_lambda_cca, tau=rs.pop("tau"),
+                            levels=rs.pop("levels"), weighting=rs.pop("weighting"), epochs=cfg.csa_epochs,
                             lr=cfg.csa_lr, batch_size=cfg.csa_batch_size or cfg.batch_size, seed=cfg.seed,
-                            device=device, progress=progress)
+                            device=device, progress=progress, rs_options=_non_default_rs(rs))
         history = [{"epoch": i, "train_loss": v, "lr": cfg.csa_lr} for i, v in enumerate(losses)]
-    return TrainResult(aligner=csa.eval(), history=history, best_epoch=-1,
-                       lr=cfg.csa_lr if cfg.csa_refine else 0.0)
+    return TrainResult(aligner=csa.eval(), history=history, best_epoch=-1, lr=cfg.csa_lr if refine else 0.0,
+                       lambda_at_best=float(cfg.rs_lambda))
+
+
+def _non_default_rs(rs: dict[str, Any]) -> dict[str, Any]:
+    """R_S options that differ from :func:`structure_regularizer`'s defaults (the released refinement passes none)."""
+    defaults = {"centering": "mean", "center_first": False, "distance": "cosine", "divergence": "code", "margin": 0.0}
+    return {k: v for k, v in rs.items() if defaults.get(k, object()) != v}
+
+
+def _monitored(row: dict[str, Any], select_on: str) -> float:
+    """The value model selection minimises: validation (else training) total loss or InfoNCE alone (§6.6)."""
+    split = "val" if row["val_loss"] is not None else "train"
+    return row[f"{split}_loss"] if select_on == "total" else row[f"{split}_clip"]
+
+
+def _check_budget(cfg: TrainConfig, warmup_steps: int, steps_per_epoch: int) -> None:
+    """With ``select_after_warmup`` the run must outlast the ramp, else no epoch could be selected."""
+    if cfg.select_after_warmup and warmup_steps > 0 and warmup_steps >= cfg.epochs * steps_per_epoch:
+        raise ValueError(f"train_heads: the lambda warm-up ({warmup_steps} steps) is not shorter than the run "
+                         f"({cfg.epochs} epochs x {steps_per_epoch} steps); with select_after_warmup no epoch "
+                         f"would be eligible: shorten the warm-up or raise epochs")
 
 
 def train_heads(x_train: torch.Tensor | np.ndarray, y_train: torch.Tensor | np.ndarray,
                 x_val: torch.Tensor | np.ndarray | None, y_val: torch.Tensor | np.ndarray | None, cfg: TrainConfig,
-                *, device: str | torch.device = "cpu", progress: bool = True) -> TrainResult:
-    """Train the two heads with InfoNCE + λ_t·R_S (paper-spec §5.3, §6), or fit CSA when ``cfg.head == "csa"``.
+                *, device: str | torch.device = "cpu", progress: bool = True,
+                epoch_metrics: EpochMetrics | None = None) -> TrainResult:
+    """Train the two heads with InfoNCE + λ_t·R_S (docs/method.md §5.3, §6), or fit CSA when the head is ``csa``.
 
     Per epoch: a seeded reshuffle (the last partial batch is kept; a single leftover row is skipped because the
-    losses need two rows), per batch λ_t = ``LambdaWarmup(lam, warmup_steps).value(t)`` with t the number of
+    losses need two rows), per batch λ_t = ``LambdaWarmup(rs_lambda, warmup).value(t)`` with t the number of
     previous optimiser steps, AdamW step after per-head gradient clipping, cosine LR step. Then the validation
-    loss with the λ of the last training step (released quirk 2) decides early stopping (``patience`` epochs
-    without improvement) and which epoch's weights are restored at the end. Without validation data the epoch's
-    mean training loss is used instead. History rows: ``epoch``, ``train_loss``, ``train_clip``, ``train_rs``,
-    ``val_loss``, ``val_clip``, ``val_rs``, ``lambda`` (λ of the epoch's last step), ``lr`` (LR of that step).
+    loss (with the λ of the last training step, as released) is recorded and the selection value
+    (``cfg.select_on``) decides early stopping (``patience`` eligible epochs without improvement) and which epoch's
+    weights are restored. Without validation data the training loss is used. ``epoch_metrics(aligner)`` (optional)
+    adds values to each epoch's history row (e.g. neighbourhood preservation on the validation set). History rows:
+    ``epoch``, ``train_loss``, ``train_clip``, ``train_rs``, ``val_loss``, ``val_clip``, ``val_rs``, ``lambda``
+    (λ of the epoch's last step), ``lr`` (LR of that step), ``eligible``.
     """
     dev = resolve_device(device)
     xt, yt = _as_tensor(x_train, dev), _as_tensor(y_train, dev)
     xv, yv = _as_tensor(x_val, dev), _as_tensor(y_val, dev)
     _check_features(xt, yt, xv, yv)
-    if cfg.head == "csa":
+    if cfg.is_csa:
         return _train_csa(xt, yt, cfg, dev, progress)
 
-    seed_everything(cfg.seed)  # head initialisation and dropout draw from the global RNG
-    aligner = HeadAligner.build(cfg.head, xt.shape[1], yt.shape[1], cfg.d_out, **cfg.head_options).to(dev)
-    aligner.train()
-    lr = lr_find(aligner, xt, yt, cfg) if cfg.use_lr_finder else float(cfg.lr)
-    opt = _make_optimizer(aligner, cfg, lr)
     n = xt.shape[0]
+    steps_per_epoch = sum(1 for start in range(0, n, cfg.batch_size) if min(cfg.batch_size, n - start) >= 2)
+    warmup_steps = cfg.warmup_steps(steps_per_epoch)
+    _check_budget(cfg, warmup_steps, steps_per_epoch)
+    seed_everything(cfg.seed)  # head initialisation and dropout draw from the global RNG
+    aligner = HeadAligner.build(cfg.head, xt.shape[1], yt.shape[1], cfg.dim, **cfg.head_options).to(dev)
+    aligner.train()
+    lr = lr_find(aligner, xt, yt, cfg) if cfg.lr_finder else float(cfg.lr)
+    opt = _make_optimizer(aligner, cfg, lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.t_max_epochs * max(n // cfg.batch_size, 1),
                                                        eta_min=0.0)
-    warmup = LambdaWarmup(float(cfg.lam), int(cfg.warmup_steps))
+    warmup = LambdaWarmup(float(cfg.rs_lambda), warmup_steps)
     gen = torch.Generator().manual_seed(cfg.seed)
     step = 0
     best_loss, best_epoch, best_state, waited = math.inf, -1, copy.deepcopy(aligner.state_dict()), 0
     history: list[dict[str, Any]] = []
-    bar = tqdm(range(cfg.max_epochs), desc=f"train {cfg.head}", disable=not progress)
+    bar = tqdm(range(cfg.epochs), desc=f"train {cfg.head}", disable=not progress)
     for epoch in bar:
-        perm = torch.randperm(n, generator=gen).to(dev)
-        totals, parts = [], []
-        lam = warmup.value(step)
-        step_lr = opt.param_groups[0]["lr"]
-        for start in range(0, n, cfg.batch_size):
-            rows = perm[start:start + cfg.batch_size]
-            if rows.numel() < 2:
-                continue
-            lam = warmup.value(step)
-            step_lr = opt.param_groups[0]["lr"]
-            loss, p = _batch_loss(aligner, xt[rows], yt[rows], lam, cfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            _clip_per_head(aligner, cfg.grad_clip)
-            opt.step()
-            sched.step()
-            step += 1
-            totals.append(p["total"])
-            parts.append(p)
-        train_parts = _mean_parts(parts)
-        row: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(totals)),
-                               "train_clip": train_parts["clip"], "train_rs": train_parts["rs"],
-                               "lambda": lam, "lr": step_lr}
+        row = _train_epoch(aligner, opt, sched, warmup, xt, yt, cfg, gen, step)
+        step = row.pop("step")
+        row["epoch"] = epoch
         if xv is not None:
-            val_loss, val_parts = _mean_loss(aligner, xv, yv, lam, cfg)
+            val_loss, val_parts = _mean_loss(aligner, xv, yv, row["lambda"], cfg)
             row.update(val_loss=val_loss, val_clip=val_parts["clip"], val_rs=val_parts["rs"])
         else:
             row.update(val_loss=None, val_clip=None, val_rs=None)
+        # eligible once the epoch's last step used the full lambda; the same step rule for lambda = 0 arms
+        row["eligible"] = not cfg.select_after_warmup or warmup_steps == 0 or row.pop("last_step") >= warmup_steps
+        row.pop("last_step", None)
+        if epoch_metrics is not None:
+            row.update(epoch_metrics(aligner))
+            aligner.train()
         history.append(row)
-        monitored = row["val_loss"] if xv is not None else row["train_loss"]
+        monitored = _monitored(row, cfg.select_on)
         if not math.isfinite(monitored):
             raise FloatingPointError(f"train_heads: non-finite loss {monitored} at epoch {epoch} (lr={lr:g}); "
                                      "lower the learning rate")
+        if not row["eligible"]:
+            continue
         if monitored < best_loss:
             best_loss, best_epoch, waited = monitored, epoch, 0
             best_state = copy.deepcopy(aligner.state_dict())
         else:
             waited += 1
-        bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{monitored:.4f}", best=best_epoch)
+        bar.set_postfix(train=f"{row['train_loss']:.4f}", sel=f"{monitored:.4f}", best=best_epoch)
         if waited >= cfg.patience:
-            log.info("early stopping at epoch %d (best epoch %d, loss %.6f)", epoch, best_epoch, best_loss)
+            log.info("early stopping at epoch %d (best epoch %d, %s loss %.6f)", epoch, best_epoch, cfg.select_on,
+                     best_loss)
             break
     aligner.load_state_dict(best_state)
     aligner.eval()
-    log.info("trained %s heads: %d epochs, best epoch %d (loss %.6f), lr %.3g", cfg.head, len(history), best_epoch,
-             best_loss, lr)
-    return TrainResult(aligner=aligner, history=history, best_epoch=best_epoch, lr=lr)
+    lam_best = float(history[best_epoch]["lambda"]) if best_epoch >= 0 else 0.0
+    log.info("trained %s heads: %d epochs, best epoch %d (%s loss %.6f, lambda %.3g), lr %.3g", cfg.head,
+             len(history), best_epoch, cfg.select_on, best_loss, lam_best, lr)
+    return TrainResult(aligner=aligner, history=history, best_epoch=best_epoch, lr=lr, lambda_at_best=lam_best,
+                       warmup_steps=warmup_steps)
+
+
+def _train_epoch(aligner: HeadAligner, opt: torch.optim.Optimizer, sched: Any, warmup: LambdaWarmup,
+                 xt: torch.Tensor, yt: torch.Tensor, cfg: TrainConfig, gen: torch.Generator,
+                 step: int) -> dict[str, Any]:
+    """One pass over the shuffled training pairs; returns the epoch's history row (plus ``step``/``last_step``)."""
+    n = xt.shape[0]
+    perm = torch.randperm(n, generator=gen).to(xt.device)
+    totals, parts = [], []
+    lam, step_lr, last_step = warmup.value(step), opt.param_groups[0]["lr"], step
+    for start in range(0, n, cfg.batch_size):
+        rows = perm[start:start + cfg.batch_size]
+        if rows.numel() < 2:
+            continue
+        lam, step_lr, last_step = warmup.value(step), opt.param_groups[0]["lr"], step
+        loss, p = _batch_loss(aligner, xt[rows], yt[rows], lam, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        _clip_per_head(aligner, cfg.grad_clip)
+        opt.step()
+        sched.step()
+        step += 1
+        totals.append(p["total"])
+        parts.append(p)
+    train_parts = _mean_parts(parts)
+    return {"train_loss": float(np.mean(totals)), "train_clip": train_parts["clip"], "train_rs": train_parts["rs"],
+            "lambda": lam, "lr": step_lr, "step": step, "last_step": last_step}

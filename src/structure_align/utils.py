@@ -1,47 +1,17 @@
-"""Small helpers shared by every module: atomic writes, seeding, device resolution, logging."""
+"""Small helpers shared by every module: seeding, device resolution, logging (file I/O lives in :mod:`.io`)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
 log = logging.getLogger("structure_align")
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
-
-    The temp file lives in the destination directory so the final ``os.replace`` is atomic on POSIX: a reader (or a
-    killed job) never sees a half-written artifact, and a failure leaves any previous version untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = suffix if suffix is not None else "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write a text file atomically (see :func:`atomic_write`)."""
-    with atomic_write(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
 
 
 def seed_everything(seed: int) -> None:

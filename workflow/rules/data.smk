@@ -1,11 +1,11 @@
 # acquire -> manifest. Sources land in resources/ (shared by every config); manifests under the results folder.
-# No conda:/container: directives: the project is one pinned Python environment (Makefile `install`), see README
-# "Software environment"; the linter's suggestion to add them is a conscious omission.
+# No conda:/container: directives: the project is one pinned Python environment (Makefile `install`), see
+# docs/workflow.md "Software environment"; the linter's suggestion to add them is a conscious omission.
 
 
 rule acquire:
     input:
-        code=f"{SRC}/data/acquire.py",
+        code=src_files("data/acquire", wrapper=False),
     output:
         "resources/{source}/SOURCE.json",
     log:
@@ -14,13 +14,12 @@ rule acquire:
     params:
         pin=source_pin,
     shell:
-        "python -m structure_align acquire --source {wildcards.source} --resources-dir resources "
-        "--out {output} > {log} 2>&1"
+        "python -m structure_align acquire --source {wildcards.source} --resources-dir resources > {log} 2>&1"
 
 
 rule manifest:
     input:
-        sources=manifest_sources,
+        sources=manifest_inputs,
         code=src_files("data", wrapper=False),
     output:
         parquet=f"{RESULTS}/manifests/{{dataset}}.parquet",
@@ -28,12 +27,11 @@ rule manifest:
     log:
         f"{RESULTS}/logs/manifest/{{dataset}}.log",
     params:
-        options=manifest_options,
+        config=manifest_config,
         images=f"{RESULTS}/images",
     shell:
         "python -m structure_align manifest --dataset {wildcards.dataset} --resources-dir resources "
-        "--images-dir {params.images} --options {params.options:q} --out {output.parquet} "
-        "> {log} 2>&1"
+        "--images-dir {params.images} --config {params.config:q} --out {output.parquet} > {log} 2>&1"
 
 
 # acquisition only (make pull runs it before `snakemake --touch`, so that pulled outputs stay up to date)

@@ -1,4 +1,4 @@
-# extract_features: one job per (dataset, encoder), all layers in one pass (DESIGN.md "Feature file").
+# extract_features: one job per (dataset, encoder), all layers in one pass (docs/encoders.md "Feature file").
 
 
 rule extract_features:
@@ -15,13 +15,12 @@ rule extract_features:
     resources:
         gpu=1 if config["device"].startswith("cuda") else 0,
     params:
-        batch_size=config["extraction"]["batch_size"],
-        dtype=config["extraction"]["dtype"],
+        config=json.dumps(config["extraction"], sort_keys=True),
         device=config["device"],
+        encoder=encoder_of,
     shell:
-        "python -m structure_align extract --manifest {input.manifest} --encoder {wildcards.encoder} "
-        "--out {output} --batch-size {params.batch_size} --dtype {params.dtype} --device {params.device} "
-        "--threads {threads} > {log} 2>&1"
+        "python -m structure_align extract --manifest {input.manifest} --encoder {params.encoder:q} "
+        "--out {output} --config {params.config:q} --device {params.device} --threads {threads} > {log} 2>&1"
 
 
 # the features of the main grid (the DVC `features` stage)

@@ -1,4 +1,4 @@
-# score_layers: mutual kNN of every (vision layer, text layer) pair on the training pool (paper-spec §3);
+# score_layers: mutual kNN of every (vision layer, text layer) pair on the training pool (docs/method.md §3);
 # the chosen pairs ("last", "similar") go to choice.json, which every train job of the pair reads.
 
 
@@ -7,7 +7,7 @@ rule score_layers:
         vision=train_features("vision"),
         text=train_features("text"),
         manifests=train_manifests(),
-        code=src_files("similarity", "features", "data"),
+        code=src_files("steps", "similarity", "pool", "features", "tables", "data"),
     output:
         scores=f"{RESULTS}/layers/{{vision}}__{{text}}/scores.csv",
         choice=f"{RESULTS}/layers/{{vision}}__{{text}}/choice.json",
@@ -17,24 +17,19 @@ rule score_layers:
         f"{RESULTS}/benchmarks/score_layers/{{vision}}__{{text}}.tsv"
     threads: 2
     params:
-        metric=config["layers"]["metric"],
-        n_samples=config["layers"]["n_samples"],
-        k=config["layers"]["k"],
-        seed=config["layers"]["seed"],
-        val_fraction=config["training"]["val_fraction"],
-        val_seed=config["training"]["val_seed"],
+        config=json.dumps({"layers": config["layers"], "val_fraction": config["training"]["val_fraction"],
+                           "val_seed": config["training"]["val_seed"]}, sort_keys=True),
     shell:
         "python -m structure_align score-layers --vision-features {input.vision} --text-features {input.text} "
-        "--manifests {input.manifests} --metric {params.metric} --n-samples {params.n_samples} --k {params.k} "
-        "--seed {params.seed} --val-fraction {params.val_fraction} --val-seed {params.val_seed} "
-        "--threads {threads} --out {output.scores} --choice-out {output.choice} > {log} 2>&1"
+        "--manifests {input.manifests} --config {params.config:q} --threads {threads} "
+        "--scores-out {output.scores} --choice-out {output.choice} > {log} 2>&1"
 
 
 rule layer_heatmap:
     input:
         scores=f"{RESULTS}/layers/{{vision}}__{{text}}/scores.csv",
         choice=f"{RESULTS}/layers/{{vision}}__{{text}}/choice.json",
-        code=src_files("report"),
+        code=src_files("figures", "tables"),
     output:
         png=f"{RESULTS}/figures/layers_{{vision}}__{{text}}.png",
         pdf=f"{RESULTS}/figures/layers_{{vision}}__{{text}}.pdf",

@@ -1,4 +1,4 @@
-"""Fetch pinned raw sources with their ordinary clients (offline-assets.md; workflow-anchors.md "acquire").
+"""Fetch pinned raw sources with their ordinary clients (docs/datasets.md; the workflow's ``acquire`` step).
 
 apt: ``apt-get download NAME=VERSION`` in a temp dir, then ``dpkg-deb -x`` (no root, nothing installed);
 npm: ``npm pack NAME@VERSION`` then untar. The fetched archive's sha256 must equal the pinned value. Unpacking
@@ -9,7 +9,6 @@ a no-op.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -20,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..utils import write_text_atomic
+from ..io import sha256_file, write_text_atomic
 from .registry import SourceSpec, get_source
 
 log = logging.getLogger(__name__)
@@ -30,15 +29,6 @@ SOURCE_JSON = "SOURCE.json"
 
 class AcquireError(RuntimeError):
     """A source could not be fetched or verified; the message says what to install or run."""
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, streamed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def source_record(spec: SourceSpec, file_name: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Art4Apps drawings (shipped inside Debian ``pysiogame``) as a zero-shot set over 12 categories.
+"""Art4Apps drawings (shipped inside Debian ``pysiogame``) as a zero-shot set over 12 categories (docs/datasets.md).
 
 ``usr/share/games/pysiogame/res/images/art4apps/<category>/<word>.jpg`` (200x200 RGB JPEG, ordinary files, so the
 manifest points at them directly). Class names are the folder names made readable ("fruit_n_veg" -> "fruit and
@@ -14,12 +14,19 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .manifest import stratified_subset
-from .registry import DatasetInfo, get_source, register_dataset, source_dir
+from .helpers import stratified_subset
+from .registry import DatasetInfo, SourceSpec, get_source, register_dataset, register_source, source_dir
 
 log = logging.getLogger(__name__)
 
 SOURCE = "pysiogame"
+# Debian bookworm's package (extracted only, never installed); sha256 of the exact .deb bytes when it was pinned
+register_source(SourceSpec(
+    name=SOURCE, client="apt", package="pysiogame", version="4.20.01-1",
+    sha256="6b22766dfd8ef3a046c2665fe2598ac8a1ecee3d331bda38accf53de65bc59bf",
+    files=("usr/share/games/pysiogame/res/images/art4apps",),
+    licence="not stated separately for the Art4Apps images: keep them out of anything redistributed",
+    description="pysiogame game data (extracted only, never installed); holds 585 Art4Apps drawings in 12 categories"))
 IMAGES_SUBDIR = "usr/share/games/pysiogame/res/images/art4apps"
 # folder names whose generic cleaning ("_" -> " ") would not read as English
 _SPECIAL_NAMES = {"clothes_n_accessories": "clothes and accessories", "fruit_n_veg": "fruit and vegetables"}

@@ -1,4 +1,4 @@
-"""Google Noto emoji as image-caption pairs (offline-assets.md; docs/datasets.md "emoji").
+"""Google Noto emoji as image-caption pairs (docs/datasets.md "emoji").
 
 ``emoji.json`` of npm ``emoji-datasource-google@16.0.0`` lists one entry per emoji (skin-tone variants are nested
 and not used); entries with ``has_img_google`` have ``img/google/64/<image>``. Caption: ``"an emoji of a {name}"``
@@ -17,20 +17,26 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from .manifest import (
+from ..io import sha256_file
+from .helpers import (
     assert_split_disjoint,
     check_test_fraction,
     composite_on_white,
-    file_sha256,
     save_png,
     split_pairs,
     stratified_subset,
 )
-from .registry import DatasetInfo, get_source, register_dataset, source_dir
+from .registry import DatasetInfo, SourceSpec, get_source, register_dataset, register_source, source_dir
 
 log = logging.getLogger(__name__)
 
 SOURCE = "emoji-datasource-google"
+# the npm registry's package; sha256 of the exact .tgz bytes measured when it was pinned
+register_source(SourceSpec(
+    name=SOURCE, client="npm", package="emoji-datasource-google", version="16.0.0",
+    sha256="fb5fd131b362aab7a55542d2a147a79708cce0a8b1c1bbacd470172708b5c438",
+    files=("emoji.json", "img/google/64"), licence="MIT (data), Apache-2.0 (Noto emoji images)",
+    description="Google Noto emoji PNGs (64 px) with Unicode names and categories in emoji.json"))
 IMAGE_SUBDIR = "img/google/64"
 CAPTION_TEMPLATE = "an emoji of a {}"
 
@@ -85,7 +91,7 @@ def build_emoji(resources_dir: Path, images_dir: Path, *, limit: int | None = No
         stem = Path(e["image"]).stem
         out = save_png(image, images_dir / f"{stem}.png")
         rows.append({"sample_id": e["unified"].lower(), "image_path": str(out), "captions": [emoji_caption(e["name"])],
-                     "label": -1, "source": SOURCE, "version": spec.version, "digest": file_sha256(out)})
+                     "label": -1, "source": SOURCE, "version": spec.version, "digest": sha256_file(out)})
     df = pd.DataFrame(rows)
     captions = [c[0] for c in df["captions"]]
     df["split"] = split_pairs(captions, list(df["digest"]), test_fraction, seed)

@@ -1,4 +1,4 @@
-"""Fashion-MNIST as a zero-shot classification set (offline-assets.md; docs/datasets.md "fashion_mnist").
+"""Fashion-MNIST as a zero-shot classification set (docs/datasets.md "fashion_mnist").
 
 The Debian package ships the four gzip'd IDX files of Zalando's release; the class names are only in its README,
 so they are written here (in natural prompt form: "T-shirt/top" -> "t-shirt"). A seeded subset stratified by class
@@ -16,12 +16,19 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from .manifest import save_png, stratified_subset
-from .registry import DatasetInfo, get_source, register_dataset, source_dir
+from .helpers import save_png, stratified_subset
+from .registry import DatasetInfo, SourceSpec, get_source, register_dataset, register_source, source_dir
 
 log = logging.getLogger(__name__)
 
 SOURCE = "dataset-fashion-mnist"
+# Debian bookworm's package; sha256 of the exact .deb bytes measured when it was pinned
+register_source(SourceSpec(
+    name=SOURCE, client="apt", package="dataset-fashion-mnist", version="0.0~git20200523.55506a9-1",
+    sha256="39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0",
+    files=("usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz",
+           "usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz"), licence="MIT",
+    description="Fashion-MNIST (Zalando) as gzip'd IDX files, 60k train + 10k test, 28x28 gray, 10 classes"))
 DATA_SUBDIR = "usr/share/datasets/fashion-mnist"
 # official label order 0..9 (T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot)
 CLASSNAMES: tuple[str, ...] = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",

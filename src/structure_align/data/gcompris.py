@@ -1,6 +1,6 @@
-"""GCompris datasets read out of the Debian ``gcompris-qt-data`` Qt resource bundles (offline-assets.md).
+"""GCompris datasets read out of the Debian ``gcompris-qt-data`` Qt resource bundles (docs/datasets.md).
 
-Three small real-photo sets, used as out-of-domain checks of the offline profile (paper-spec §7 protocol, different
+Three small real-photo sets, used as out-of-domain checks of the offline profile (docs/method.md §7 protocol, different
 data):
 
 * ``gcompris_categorization`` (zero-shot): the photos of the *categorization* activity, class = image folder. Four
@@ -19,22 +19,28 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..utils import atomic_write
-from .manifest import stratified_subset
+from ..io import write_bytes_if_changed
+from .helpers import subset_rows
 from .rcc import RccArchive
-from .registry import DatasetInfo, get_source, register_dataset, source_dir
+from .registry import DatasetInfo, SourceSpec, get_source, register_dataset, register_source, source_dir
 
 log = logging.getLogger(__name__)
 
 SOURCE = "gcompris-qt-data"
+# Debian bookworm's package; sha256 of the exact .deb bytes measured when it was pinned
+register_source(SourceSpec(
+    name=SOURCE, client="apt", package="gcompris-qt-data", version="3.1-2",
+    sha256="e9cf06ab2105529068df73085784e835d2ff03f870d2a8091f09125d40abac9f",
+    files=("usr/share/gcompris-qt/rcc",),
+    licence="per-file: public domain / CC0 / CC-BY-SA (see the package's copyright)",
+    description="GCompris activity data as Qt .rcc bundles (explore_* photos with titles/descriptions, "
+                "categorization)"))
 RCC_SUBDIR = "usr/share/gcompris-qt/rcc"
 IMAGE_SUFFIXES = (".webp", ".jpg", ".jpeg", ".png")
 
@@ -112,7 +118,8 @@ def _tokens(text: str) -> list[tuple[str, str]]:
 
 
 def _string_value(tokens: list[tuple[str, str]], i: int) -> tuple[str | None, int]:
-    """Parse ``"a"``, ``qsTr("a")``, ``"a" + "b"`` (and nestings) at token ``i``; returns (value or None, next index)."""
+    """Parse ``"a"``, ``qsTr("a")``, ``"a" + "b"`` (and nestings) at token ``i``; returns (value or None, next
+    index)."""
     parts: list[str] = []
     while True:
         if i < len(tokens) and tokens[i][0] == "str":
@@ -235,11 +242,7 @@ def explore_items(archive: RccArchive, activity: str) -> tuple[list[ExploreItem]
 
 def _materialise(archive: RccArchive, bundle_path: str, target: Path) -> Path:
     """Write the original image bytes to ``target`` (skipped when an identical file is already there)."""
-    data = archive.read(bundle_path)
-    if target.is_file() and target.stat().st_size == len(data) and target.read_bytes() == data:
-        return target
-    with atomic_write(target) as tmp:
-        tmp.write_bytes(data)
+    write_bytes_if_changed(target, archive.read(bundle_path))
     return target
 
 
@@ -255,11 +258,6 @@ def _open_bundle(rcc_dir: Path, name: str) -> RccArchive:
     if not path.is_file():
         raise FileNotFoundError(f"expected the GCompris bundle {path} (from Debian {SOURCE})")
     return RccArchive(path)
-
-
-def _subset(df: pd.DataFrame, labels: Iterable[int], limit: int | None, seed: int) -> pd.DataFrame:
-    keep = stratified_subset(np.asarray(list(labels), dtype=np.int64), limit, seed)
-    return df.iloc[keep].reset_index(drop=True)
 
 
 def build_explore(rcc_dir: Path, images_dir: Path, *, name: str, with_description: bool, limit: int | None = None,
@@ -289,7 +287,7 @@ def build_explore(rcc_dir: Path, images_dir: Path, *, name: str, with_descriptio
     if n_sentences:
         counts["description_sentences_min"] = int(min(n_sentences))
         counts["description_sentences_max"] = int(max(n_sentences))
-    df = _subset(df, [-1] * len(df), limit, seed)
+    df = subset_rows(df, [-1] * len(df), limit, seed)
     counts["rows"] = len(df)
     text = "title + ' ' + description" if with_description else "title"
     info = DatasetInfo(name=name, task="retrieval", source=SOURCE, version=version, counts=counts,
@@ -325,7 +323,7 @@ def build_categorization(rcc_dir: Path, images_dir: Path, *, limit: int | None =
     df = pd.DataFrame(rows)
     for i, folder in enumerate(folders):
         counts[f"class_{folder}"] = int((df["label"] == i).sum())
-    df = _subset(df, df["label"], limit, seed)
+    df = subset_rows(df, df["label"], limit, seed)
     counts["rows"] = len(df)
     info = DatasetInfo(name="gcompris_categorization", task="zeroshot",
                        classnames=[CATEGORIZATION_CLASSES[f] for f in folders],

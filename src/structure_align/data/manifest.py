@@ -1,18 +1,18 @@
-"""The manifest format shared by every dataset (DESIGN.md "Manifest"), plus helpers the builders share.
+"""The manifest format shared by every dataset (docs/design.md "Manifest") and :func:`build_manifest`.
 
 A manifest is ``<name>.parquet`` (one row per image) beside ``<name>.json`` (:class:`DatasetInfo`). Every write is
 validated and atomic, and the JSON records the sha256 of the parquet bytes so that a stale pair (parquet rewritten,
-JSON not, or the other way round) is detected when it is read.
+JSON not, or the other way round) is detected when it is read. The helpers the builders share (subsets, splits,
+the PNG writer) are in :mod:`.helpers`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import string
-from collections.abc import Hashable, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
 
-from ..utils import atomic_write, write_text_atomic
-from .registry import TASKS, DatasetInfo, get_dataset, source_dir
+from ..io import atomic_write, sha256_file, write_json
+from .kinds import dataset_spec
+from .registry import TASKS, DatasetInfo, source_dir
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +55,7 @@ def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
 
 def manifest_sha256(path: str | os.PathLike) -> str:
     """sha256 (hex) of the parquet bytes of a manifest (``x.parquet``, ``x.json`` or the stem ``x``)."""
-    parquet, _ = _paths(path)
-    digest = hashlib.sha256()
-    with open(parquet, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(_paths(path)[0])
 
 
 def _template_fields(template: str) -> list[str | None]:
@@ -101,7 +96,7 @@ def _as_caption_list(value: Any, row: int, where: str) -> list[str]:
 
 
 def validate_manifest(df: pd.DataFrame, info: DatasetInfo, where: str = "manifest") -> pd.DataFrame:
-    """Validate ``df`` against DESIGN.md and ``info``; return a normalised copy (column order, dtypes, lists).
+    """Validate ``df`` against docs/design.md and ``info``; return a normalised copy (column order, dtypes, lists).
 
     Errors are :class:`ManifestError` naming ``where`` (the file) and the offending column or key.
     """
@@ -164,9 +159,9 @@ def write_manifest(df: pd.DataFrame, info: DatasetInfo, path: str | os.PathLike)
     table = table.replace_schema_metadata(None)
     with atomic_write(parquet) as tmp:
         pq.write_table(table, tmp)
-        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        digest = sha256_file(tmp)
     out_info = DatasetInfo(**{**info.to_dict(), "manifest_sha256": digest})
-    write_text_atomic(json_path, json.dumps(out_info.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    write_json(json_path, out_info.to_dict(), sort_keys=False)
     log.info("wrote manifest %s (%d rows, sha256 %s)", parquet, len(clean), digest[:12])
     return out_info
 
@@ -207,7 +202,7 @@ def read_manifest(path: str | os.PathLike) -> tuple[pd.DataFrame, DatasetInfo]:
 
 
 def dataset_texts(df: pd.DataFrame, info: DatasetInfo) -> tuple[list[str], np.ndarray]:
-    """The text rows a text encoder embeds for this dataset (DESIGN.md "Manifest").
+    """The text rows a text encoder embeds for this dataset (docs/design.md "Manifest").
 
     pairs/retrieval: every caption of every row, row order then caption order, ``groups[k]`` = row of caption k.
     zeroshot: ``template.format(classname)`` class-major, template-minor, ``groups[k]`` = class index.
@@ -229,156 +224,18 @@ def dataset_texts(df: pd.DataFrame, info: DatasetInfo) -> tuple[list[str], np.nd
     return texts, np.asarray(groups, dtype=np.int64)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# helpers shared by the dataset builders
-# ---------------------------------------------------------------------------------------------------------------
-
-def stratified_subset(labels: Sequence[int] | np.ndarray, limit: int | None, seed: int) -> np.ndarray:
-    """Sorted row indices of a seeded subset of size ``min(limit, n)``, stratified by label.
-
-    Each class keeps ``floor(limit * n_c / n)`` rows plus one for the classes with the largest remainders (ties
-    broken by a seeded draw), so class proportions are preserved as closely as integers allow; rows with label -1
-    form one stratum. ``limit=None`` keeps every row.
-    """
-    labels = np.asarray(labels, dtype=np.int64)
-    n = len(labels)
-    if limit is None or limit >= n:
-        return np.arange(n, dtype=np.int64)
-    if limit < 1:
-        raise ValueError(f"limit={limit} must be a positive int or None")
-    rng = np.random.default_rng(seed)
-    classes, counts = np.unique(labels, return_counts=True)
-    exact = limit * counts / n
-    quota = np.floor(exact).astype(np.int64)
-    short = limit - int(quota.sum())
-    if short:
-        # largest remainder first; a seeded random key breaks ties so no class is favoured by its index
-        order = np.lexsort((rng.random(len(classes)), -(exact - quota)))
-        quota[order[:short]] += 1
-    chosen = [rng.choice(np.flatnonzero(labels == c), size=int(q), replace=False)
-              for c, q in zip(classes, quota) if q > 0]
-    return np.sort(np.concatenate(chosen)).astype(np.int64)
-
-
-def connected_groups(keys_per_row: Sequence[Sequence[Hashable]]) -> np.ndarray:
-    """Group id per row: rows sharing any key (a caption, an image hash) end up in the same group (union-find)."""
-    parent = list(range(len(keys_per_row)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    owner: dict[Hashable, int] = {}
-    for row, keys in enumerate(keys_per_row):
-        for key in keys:
-            if key in owner:
-                a, b = find(owner[key]), find(row)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-            else:
-                owner[key] = row
-    roots = [find(i) for i in range(len(keys_per_row))]
-    _, ids = np.unique(np.asarray(roots, dtype=np.int64), return_inverse=True)
-    return ids.astype(np.int64)
-
-
-def grouped_split(keys_per_row: Sequence[Sequence[Hashable]], test_fraction: float, seed: int) -> np.ndarray:
-    """Seeded train/test split where rows sharing a key never straddle the split (returns an array of str).
-
-    Groups are visited in a seeded random order and moved to ``test`` while the test set is below
-    ``round(test_fraction * n)`` rows, so the test size is the target up to one group.
-    """
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction={test_fraction} must lie strictly between 0 and 1")
-    groups = connected_groups(keys_per_row)
-    n = len(groups)
-    target = round(test_fraction * n)
-    sizes = np.bincount(groups)
-    order = np.random.default_rng(seed).permutation(len(sizes))
-    is_test = np.zeros(len(sizes), dtype=bool)
-    taken = 0
-    for g in order:
-        if taken >= target:
-            break
-        if taken + sizes[g] > target + max(1, target // 20):
-            continue  # a huge group would overshoot the target by >5 %: try the next one
-        is_test[g] = True
-        taken += int(sizes[g])
-    return np.where(is_test[groups], "test", "train").astype(object)
-
-
-def assert_split_disjoint(df: pd.DataFrame, image_keys: Sequence[Hashable] | None = None, where: str = "") -> None:
-    """Raise ``ManifestError`` if a caption, sample_id, image_path (or an optional image key such as a content hash)
-    occurs in both the train and the test split."""
-    train = df["split"].to_numpy() == "train"
-    checks: dict[str, tuple[set, set]] = {}
-    for col in ("sample_id", "image_path"):
-        checks[col] = (set(df[col][train]), set(df[col][~train]))
-    caps = [c.tolist() if isinstance(c, np.ndarray) else list(c) for c in df["captions"]]
-    checks["captions"] = ({c for i, cs in enumerate(caps) if train[i] for c in cs},
-                          {c for i, cs in enumerate(caps) if not train[i] for c in cs})
-    if image_keys is not None:
-        keys = list(image_keys)
-        checks["image content"] = ({k for i, k in enumerate(keys) if train[i]},
-                                   {k for i, k in enumerate(keys) if not train[i]})
-    for name, (a, b) in checks.items():
-        both = a & b
-        if both:
-            raise ManifestError(f"{where or 'manifest'}: {name} shared by train and test: {sorted(map(str, both))[:5]}")
-
-
-def composite_on_white(image: Image.Image) -> Image.Image:
-    """RGB copy of ``image`` with any transparency composited onto white (cut-out stamps, emoji)."""
-    if image.mode in ("RGB", "L") and "transparency" not in image.info:
-        return image.convert("RGB")
-    rgba = image.convert("RGBA")
-    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    canvas.alpha_composite(rgba)
-    return canvas.convert("RGB")
-
-
-def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
-    """Write ``image`` as PNG atomically (PIL's PNG encoder is deterministic: same pixels, same bytes)."""
-    path = Path(path)
-    with atomic_write(path, suffix=".png") as tmp:
-        image.save(tmp, format="PNG")
-    return path
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes (used as an image-content key for splits)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def check_test_fraction(test_fraction: float, dataset: str) -> None:
-    """Reject a held-out fraction outside (0, 1) before any image is processed."""
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
-        raise ValueError(f"dataset {dataset!r}: option test_fraction={test_fraction!r} must lie strictly "
-                         f"between 0 and 1")
-
-
-def split_pairs(captions: Sequence[str], image_keys: Sequence[Hashable], test_fraction: float,
-                seed: int) -> np.ndarray:
-    """Seeded split of one-caption-per-image pairs, disjoint by caption and by image content.
-
-    Identical captions (several stamps called "A flower.") and identical images must share a split, otherwise the
-    held-out retrieval set would contain texts or images seen in training.
-    """
-    keys = [(("caption", c), ("image", k)) for c, k in zip(captions, image_keys)]
-    return grouped_split(keys, test_fraction, seed)
-
-
 def build_manifest(dataset: str, resources_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                   images_dir: str | os.PathLike, **options: Any) -> tuple[Path, DatasetInfo]:
+                   images_dir: str | os.PathLike, *, declaration: Mapping[str, Any] | None = None,
+                   **options: Any) -> tuple[Path, DatasetInfo]:
     """Run dataset ``dataset``'s builder and write ``<out_dir>/<dataset>.parquet`` + ``.json``.
 
+    ``dataset`` is a registered dataset, or, with ``declaration`` (its ``user_datasets.<name>`` entry of
+    params.yaml), a user dataset of a generic kind (see :func:`structure_align.data.kinds.dataset_spec`).
     ``images_dir`` is the root for materialised images (``results/images``); the builder writes into
-    ``<images_dir>/<dataset>/``. Options are checked against the spec and every source must be acquired before the
-    builder runs. Returns the parquet path and the written info.
+    ``<images_dir>/<dataset>/`` (user datasets reference their images in place). Options are checked against the
+    spec and every source must be acquired before the builder runs. Returns the parquet path and the written info.
     """
-    spec = get_dataset(dataset)
+    spec = dataset_spec(dataset, declaration)
     opts = spec.resolve_options(options)
     for src in spec.sources:
         source_dir(resources_dir, src)

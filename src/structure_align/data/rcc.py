@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from structure_align.utils import atomic_write
+from ..io import atomic_write
 
 log = logging.getLogger(__name__)
 

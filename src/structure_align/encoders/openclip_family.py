@@ -3,7 +3,7 @@
 * image tower: CLS token of every transformer block (``forward_intermediates``, no ``ln_post``), open_clip's own
   eval transform;
 * text tower: masked mean over the non-padding tokens (open_clip pads with id 0) of every block output, no
-  ``ln_final`` (paper-spec §2's text pooling; CLIP's own EOT pooling is the final projection, not used here).
+  ``ln_final`` (docs/method.md §2's text pooling; CLIP's own EOT pooling is the final projection, not used here).
 
 A tag of ``none`` builds a randomly initialised model (tests). Real tags (``laion2b_s34b_b79k`` ...) need the hub.
 """
@@ -18,6 +18,7 @@ from PIL import Image
 
 from .base import Encoder
 from .pooling import masked_mean
+from .registry import register_family
 
 
 def _parse(spec: str) -> tuple[str, str | None]:
@@ -95,6 +96,8 @@ class OpenClipTextEncoder(Encoder):
         return [masked_mean(h, batch["attention_mask"]) for h in out["text_intermediates"]]
 
 
+@register_family("openclip-image", modality="vision",
+                 description="open_clip image tower <arch>:<pretrained tag>, CLS token per block")
 def load_openclip_image(spec: str, **kwargs: Any) -> OpenClipImageEncoder:
     """Image tower of ``open_clip.create_model_and_transforms(arch, pretrained=tag)``."""
     model, preprocess, arch, tag = _create(spec, **kwargs)
@@ -102,6 +105,8 @@ def load_openclip_image(spec: str, **kwargs: Any) -> OpenClipImageEncoder:
                                 description=f"open_clip {arch} image tower ({tag or 'random init'})")
 
 
+@register_family("openclip-text", modality="text",
+                 description="open_clip text tower <arch>:<pretrained tag>, masked mean per block")
 def load_openclip_text(spec: str, **kwargs: Any) -> OpenClipTextEncoder:
     """Text tower of ``open_clip.create_model_and_transforms(arch, pretrained=tag)`` with ``get_tokenizer(arch)``."""
     import open_clip

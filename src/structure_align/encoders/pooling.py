@@ -1,4 +1,4 @@
-"""Pooling of per-layer activations into one vector per sample (paper-spec §2).
+"""Pooling of per-layer activations into one vector per sample (docs/method.md §2).
 
 Vision transformers are pooled by their CLS token, CNN feature maps by global average pooling, and text hidden
 states by the attention-masked mean over tokens (the released code's ``pool_txt: "avg"``).
@@ -10,21 +10,21 @@ import torch
 
 
 def cls_token(hidden: torch.Tensor) -> torch.Tensor:
-    """CLS token (token 0) of a ``[B, T, D]`` block output (paper-spec §2, vision features)."""
+    """CLS token (token 0) of a ``[B, T, D]`` block output (docs/method.md §2, vision features)."""
     if hidden.dim() != 3:
         raise ValueError(f"cls_token expects [B, T, D], got shape {tuple(hidden.shape)}")
     return hidden[:, 0]
 
 
 def global_avg_pool(fmap: torch.Tensor) -> torch.Tensor:
-    """Global average over the spatial dims of a ``[B, C, H, W]`` feature map (CNN layers, paper-spec §2)."""
+    """Global average over the spatial dims of a ``[B, C, H, W]`` feature map (CNN layers, docs/method.md §2)."""
     if fmap.dim() != 4:
         raise ValueError(f"global_avg_pool expects [B, C, H, W], got shape {tuple(fmap.shape)}")
     return fmap.mean(dim=(2, 3))
 
 
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Attention-masked mean over tokens: ``sum_t h_t m_t / sum_t m_t`` (paper-spec §2, text features).
+    """Attention-masked mean over tokens: ``sum_t h_t m_t / sum_t m_t`` (docs/method.md §2, text features).
 
     Padding positions (mask 0) contribute nothing, so the result does not depend on how much padding a batch adds.
     Accumulates in float32 so bf16/fp16 activations do not lose precision in the sum.

@@ -1,4 +1,4 @@
-"""``timm:<model name>``: timm Vision Transformers, CLS token of every block (paper-spec §2, the released default
+"""``timm:<model name>``: timm Vision Transformers, CLS token of every block (docs/method.md §2, the released default
 ``vit_large_patch14_dinov2.lvd142m``).
 
 Layers come from ``forward_intermediates(norm=False)``: the output of each block after its MLP residual, the same
@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from .base import Encoder
+from .registry import register_family
 
 
 class TimmViTEncoder(Encoder):
@@ -48,6 +49,7 @@ class TimmViTEncoder(Encoder):
         return [prefix[:, 0] for _, prefix in out]
 
 
+@register_family("timm", modality="vision", description="timm ViTs via forward_intermediates, CLS token per block")
 def load_timm_encoder(spec: str, *, pretrained: bool = True, **model_kwargs: Any) -> TimmViTEncoder:
     """``timm.create_model(spec, pretrained=...)`` plus its eval transform. ``pretrained=True`` needs the hub (or
     a populated HF cache); tests pass ``pretrained=False`` and small ``model_kwargs`` (e.g. ``depth=2``)."""

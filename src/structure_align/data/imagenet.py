@@ -1,0 +1,111 @@
+"""ImageNet-1k validation set prepared as an ImageFolder tree (docs/method.md §7 zero-shot; docs/datasets.md).
+
+``resources/imagenet/val/<wnid>/*``, built by the shared ImageFolder builder with the 1000 CLIP class names and the
+80 OpenAI prompt templates of ``open_clip`` (its ``zero_shot_metadata`` module, loaded from its file so that torch is
+not imported). A class-name mapping file (``classnames_file``) or other ``templates`` may replace them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+import pandas as pd
+
+from ._local import dataset_root, require
+from .imagefolder import build_imagefolder, require_class_folders
+from .registry import DatasetInfo, SourceSpec, register_dataset, register_source
+
+SOURCE = "imagenet"
+register_source(SourceSpec(name=SOURCE, client="local", package="ImageNet-1k val as ImageFolder: val/<wnid>/*",
+                           version="", sha256="", files=("val",), licence="ImageNet terms of access",
+                           description="ImageNet-1k validation set, 1000 wnid folders"))
+
+_MAPPING_LINE = re.compile(r"^([^\t, ]+)[\t, ]\s*(.+)$")
+
+
+def _open_clip_metadata() -> ModuleType:
+    """open_clip's ``zero_shot_metadata`` module, loaded from its file.
+
+    Importing it through ``open_clip`` would import torch, timm and transformers (~10 s on a small CPU) for two
+    plain lists; the module itself imports nothing.
+    """
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("open_clip is not installed; it provides the ImageNet class names and templates")
+    path = Path(next(iter(spec.submodule_search_locations))) / "zero_shot_metadata.py"
+    file_spec = importlib.util.spec_from_file_location("_structure_align_open_clip_zsm", path)
+    if file_spec is None or file_spec.loader is None:
+        raise ModuleNotFoundError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(file_spec)
+    file_spec.loader.exec_module(module)
+    return module
+
+
+def openai_imagenet() -> tuple[list[str], list[str]]:
+    """The 1000 CLIP ImageNet class names (standard sorted-wnid order) and the 80 OpenAI templates, from open_clip."""
+    zsm = _open_clip_metadata()
+    templates = [t("{}") if callable(t) else str(t) for t in zsm.OPENAI_IMAGENET_TEMPLATES]
+    return list(zsm.IMAGENET_CLASSNAMES), templates
+
+
+def read_class_mapping(path: Path, folders: Sequence[str]) -> list[str]:
+    """Class names for ``folders`` (sorted folder names) from a mapping file.
+
+    Accepted: JSON object ``{folder: name}`` or list of names in folder order; or text lines ``folder<TAB|,|space>name``
+    (e.g. ImageNet's ``LOC_synset_mapping.txt``: ``n01440764 tench, Tinca tinca``, of which the first comma-separated
+    name is kept). Every folder must be mapped.
+    """
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        data = json.loads(text)
+        if isinstance(data, list):
+            if len(data) != len(folders):
+                raise ValueError(f"{path}: {len(data)} names for {len(folders)} class folders")
+            return [str(n) for n in data]
+        mapping = {str(k): str(v) for k, v in data.items()}
+    else:
+        mapping = {}
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            m = _MAPPING_LINE.match(line.strip())
+            if m is None:
+                raise ValueError(f"{path}:{lineno}: expected 'folder<TAB|,|space>name', got {line!r}")
+            mapping[m.group(1)] = m.group(2).split(",")[0].strip()
+    missing = [f for f in folders if not mapping.get(f)]
+    if missing:
+        raise ValueError(f"{path}: no class name for folder(s) {missing[:5]}")
+    return [mapping[f] for f in folders]
+
+
+def _classnames(tree: Path, classnames_file: str | None, clip_names: Sequence[str]) -> tuple[list[str], str]:
+    """Class names and where they came from: the mapping file, else CLIP's when the folder count fits, else folders."""
+    folders = require_class_folders(tree, SOURCE)
+    if classnames_file is not None:
+        mapping_path = Path(classnames_file)
+        if not mapping_path.is_absolute() and not mapping_path.exists():
+            mapping_path = tree.parent / mapping_path  # relative to the dataset folder that holds the tree
+        names = read_class_mapping(require(mapping_path, SOURCE, "class-name mapping file"), folders)
+        return names, str(mapping_path)
+    if len(clip_names) == len(folders):
+        return list(clip_names), "built-in (CLIP)"
+    return [f.replace("_", " ") for f in folders], "folder names"
+
+
+@register_dataset("imagenet", sources=SOURCE, task="zeroshot",
+                  description="ImageNet-1k val as ImageFolder (CLIP class names, 80 OpenAI templates)",
+                  options={"root": None, "subdir": "val", "classnames_file": None, "templates": None})
+def _build_imagenet_ds(resources_dir: Path, images_dir: Path, *, root: str | None = None, subdir: str = "val",
+                       classnames_file: str | None = None, templates: Sequence[str] | None = None,
+                       limit: int | None = None, seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
+    base = dataset_root(resources_dir, SOURCE, root)
+    tree = require(base / subdir, SOURCE, "ImageFolder tree <wnid>/<image>")
+    clip_names, openai_templates = openai_imagenet()
+    classnames, names_from = _classnames(tree, classnames_file, clip_names)
+    return build_imagefolder(tree, name="imagenet", source=SOURCE, classnames=classnames, names_from=names_from,
+                             templates=list(templates) if templates else openai_templates, limit=limit, seed=seed)

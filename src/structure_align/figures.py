@@ -1,0 +1,108 @@
+"""Deterministic figures: the layer-similarity heatmap and the data-scaling plot (docs/method.md §3, §10).
+
+Figures are byte-reproducible: a fixed font and style, and no dates or software strings in the PDF/PNG metadata,
+so re-running the aggregation gives identical files (DVC hashes and Snakemake checksums stay put).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .io import atomic_write
+from .tables import SUMMARY_LABELS, read_layer_scores
+from .utils import log
+
+STYLE = {"font.family": "DejaVu Sans", "font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9,
+         "legend.fontsize": 7, "xtick.labelsize": 8, "ytick.labelsize": 8, "svg.hashsalt": "structure-align",
+         "pdf.fonttype": 42, "figure.dpi": 100}
+
+
+
+def save_figure(fig: Any, png: str | os.PathLike, pdf: str | os.PathLike, dpi: int = 150) -> None:
+    """Write ``fig`` as PNG and PDF with identical bytes on every call (no dates, no software strings)."""
+    os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
+    with atomic_write(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
+    with atomic_write(pdf) as tmp:
+        fig.savefig(tmp, format="pdf", metadata={"CreationDate": None, "ModDate": None, "Producer": None,
+                                                 "Creator": None})
+
+
+def _figure(width: float, height: float, ncols: int = 1) -> tuple[Any, list[Any]]:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def plot_layer_heatmap(scores_csv: str | os.PathLike, choice_json: str | os.PathLike, png: str | os.PathLike,
+                       pdf: str | os.PathLike, title: str | None = None) -> None:
+    """Heatmap of the layer-pair scores with the "similar" (best) and "last x last" pairs marked."""
+    import matplotlib
+
+    scores, vnames, tnames = read_layer_scores(scores_csv)
+    choice = json.loads(Path(choice_json).read_text(encoding="utf-8"))
+    pair = Path(scores_csv).parent.name
+    with matplotlib.rc_context(STYLE):
+        fig, (ax,) = _figure(max(3.5, 1.2 + 0.28 * len(tnames)), max(3.5, 1.6 + 0.22 * len(vnames)))
+        im = ax.imshow(scores, cmap="viridis", aspect="auto", origin="lower")
+        fig.colorbar(im, ax=ax, label=choice.get("metric", "score"))
+        # white star with a black edge stays visible on the colormap and in the legend
+        marks = (("similar", "*", "white", "black", "similar (max)"), ("last", "s", "none", "red", "last x last"))
+        for key, marker, face, edge, label in marks:
+            c = choice[key]
+            ax.scatter([c["text_layer"]], [c["vision_layer"]], marker=marker, s=110, facecolors=face,
+                       edgecolors=edge, linewidths=1.2, label=f"{label}: vision {c['vision_layer']}, text "
+                       f"{c['text_layer']} ({c['score']:.3f})")
+        ax.set_xticks(range(len(tnames)))
+        ax.set_yticks(range(len(vnames)))
+        ax.set_xlabel(f"text layer ({pair.split('__')[-1]})")
+        ax.set_ylabel(f"vision layer ({pair.split('__')[0]})")
+        ax.set_title(title or f"{pair.replace('__', ' x ')}\n{choice.get('metric', 'score')}, "
+                              f"n={choice.get('n_rows', '?')}, k={choice.get('k', '?')}")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncols=1, frameon=False)
+        save_figure(fig, png, pdf)
+    log.info("heatmap %s: %d x %d layers", png, len(vnames), len(tnames))
+
+
+def plot_scaling(summary: pd.DataFrame, names: Sequence[str], png: str | os.PathLike, pdf: str | os.PathLike) -> None:
+    """Summary metric vs number of training pairs, a line per (encoders, variant), a ± std band over seeds."""
+    import matplotlib
+
+    names = [n for n in names if n in summary.columns]
+    curves = list(dict.fromkeys(zip(summary.encoders, summary.variant)))
+    multi_pair = summary.encoders.nunique() > 1
+    with matplotlib.rc_context(STYLE):
+        from matplotlib import colormaps
+        from matplotlib.ticker import NullLocator
+
+        colors = colormaps["tab10"].colors
+        fig, axes = _figure(3.0 * len(names) + 0.5, 3.0, ncols=len(names))
+        for ax, name in zip(axes, names):
+            for ci, (enc, var) in enumerate(curves):
+                sel = summary[(summary.encoders == enc) & (summary.variant == var)]
+                stats = sel.groupby("n_train_pairs")[name].agg(["mean", "std", "count"]).sort_index()
+                std = stats["std"].where(stats["count"] > 1, 0.0).to_numpy()
+                x, m = stats.index.to_numpy(), stats["mean"].to_numpy()
+                label = f"{var} ({enc})" if multi_pair else var
+                ax.plot(x, m, marker="o", ms=3, lw=1.2, color=colors[ci % len(colors)], label=label)
+                ax.fill_between(x, m - std, m + std, color=colors[ci % len(colors)], alpha=0.2, lw=0)
+            ax.set_xscale("log")
+            # label exactly the measured sizes; log-axis minor labels (2x10^2, 3x10^2, ...) would overlap
+            sizes = sorted(summary.n_train_pairs.unique())
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_xticks(sizes, [str(int(n)) for n in sizes])
+            ax.set_xlabel("training pairs")
+            ax.set_ylabel(SUMMARY_LABELS[name])
+            ax.grid(True, which="major", lw=0.3)
+        axes[0].legend(loc="best", frameon=False)
+        save_figure(fig, png, pdf)
+
+

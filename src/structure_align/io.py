@@ -1,0 +1,195 @@
+"""File I/O shared by every module: atomic writes, JSON, sha256, write-if-changed and the safetensors format.
+
+Every artifact of the package is written through this module, so that a reader (or a killed job) never sees a
+half-written file and the same content always gives the same bytes. safetensors files are written by a small
+streaming writer (tensors in a fixed order, metadata in insertion order) because the official writer orders the
+metadata by hash, which changes the bytes from run to run; they are read back with the official reader after
+:func:`read_safetensors_header` has checked that the file is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# numpy dtype <-> safetensors dtype code (the subset the package writes)
+ST_DTYPES: dict[np.dtype, str] = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16",
+                                  np.dtype(np.float64): "F64", np.dtype(np.int64): "I64"}
+ST_TO_NP: dict[str, np.dtype] = {v: k for k, v in ST_DTYPES.items()}
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+class FileFormatError(ValueError):
+    """A file is missing, truncated or corrupted; the message names the file (and the key, where there is one)."""
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The temp file lives in the destination directory so the final ``os.replace`` is atomic on POSIX: a reader (or a
+    killed job) never sees a half-written artifact, and a failure leaves any previous version untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = suffix if suffix is not None else "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write a UTF-8 text file atomically (see :func:`atomic_write`)."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | os.PathLike, data: Any, *, sort_keys: bool = True) -> None:
+    """Write ``data`` as indented JSON with a trailing newline, atomically; NaN/inf are refused (not JSON)."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=sort_keys, allow_nan=False, ensure_ascii=False)
+                      + "\n")
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """Parse a JSON file; a missing or malformed file raises :class:`FileFormatError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileFormatError(f"{what} {path} does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FileFormatError(f"{what} {path} is not valid JSON ({exc}); delete it and rerun the step that "
+                              f"writes it") from exc
+
+
+def write_bytes_if_changed(path: str | os.PathLike, data: bytes) -> bool:
+    """Write ``data`` atomically unless ``path`` already holds exactly these bytes; True when it wrote.
+
+    Keeps the mtime of unchanged materialised images, so rebuilding a manifest does not look like new input.
+    """
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return False
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data)
+    return True
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, streamed in ``chunk``-byte blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# safetensors
+# ---------------------------------------------------------------------------------------------------------------
+
+def safetensors_header(tensors: Mapping[str, tuple[np.dtype, tuple[int, ...]]],
+                       metadata: Mapping[str, str]) -> tuple[bytes, list[str], int]:
+    """The serialised header for tensors given as ``name -> (dtype, shape)``.
+
+    Returns ``(header bytes incl. the 8-byte length prefix, tensor names in file order, payload size)``. 8-byte
+    dtypes come first, so every tensor is naturally aligned in the file.
+    """
+    header: dict[str, Any] = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}}
+    order = sorted(tensors, key=lambda n: (-np.dtype(tensors[n][0]).itemsize, n))
+    offset = 0
+    for name in order:
+        dtype, shape = np.dtype(tensors[name][0]), tuple(int(s) for s in tensors[name][1])
+        if dtype not in ST_DTYPES:
+            raise TypeError(f"tensor {name!r}: dtype {dtype} is not supported by the safetensors writer")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        header[name] = {"dtype": ST_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw, order, offset
+
+
+def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> Path:
+    """Write numpy arrays as a safetensors file without building the serialised payload in memory (atomic).
+
+    Layout (the safetensors spec): 8-byte little-endian header length, JSON header padded with spaces to a multiple
+    of 8, then the raw little-endian bytes of the tensors back to back. Same arrays + metadata = same bytes.
+    """
+    arrays = {name: np.ascontiguousarray(a) for name, a in tensors.items()}
+    for name, arr in arrays.items():
+        if arr.dtype not in ST_DTYPES:
+            raise TypeError(f"tensor {name!r}: dtype {arr.dtype} is not supported by the safetensors writer")
+    head, order, _ = safetensors_header({n: (a.dtype, a.shape) for n, a in arrays.items()}, metadata)
+    path = Path(path)
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        f.write(head)
+        for name in order:
+            arr = arrays[name].astype(arrays[name].dtype.newbyteorder("<"), copy=False)
+            if arr.nbytes:
+                f.write(memoryview(arr.reshape(-1)).cast("B"))
+    return path
+
+
+def read_safetensors_header(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
+    """Parse and validate a safetensors header: ``(header, data_start)``.
+
+    The file size must equal header + payload exactly, so a truncated (or padded) file is refused before any tensor
+    is read; every failure is a :class:`FileFormatError` naming the file and, where it applies, the key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileFormatError(f"{path} does not exist")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        first = f.read(8)
+        if len(first) < 8:
+            raise FileFormatError(f"{path}: truncated file ({size} bytes, no safetensors header)")
+        (n,) = struct.unpack("<Q", first)
+        if n > min(_MAX_HEADER, size - 8):
+            raise FileFormatError(f"{path}: corrupted or truncated header (header length {n}, file size {size})")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FileFormatError(f"{path}: corrupted safetensors header ({exc})") from exc
+    if not isinstance(header, dict):
+        raise FileFormatError(f"{path}: corrupted safetensors header (not a JSON object)")
+    end = 0
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            start, stop = (int(v) for v in entry["data_offsets"])
+            count = int(np.prod(entry["shape"], dtype=np.int64))
+            itemsize = ST_TO_NP[entry["dtype"]].itemsize
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FileFormatError(f"{path}: key {key!r} has a malformed header entry ({exc})") from exc
+        if stop - start != count * itemsize:
+            raise FileFormatError(f"{path}: key {key!r} has offsets {start}..{stop} that do not fit shape "
+                                  f"{entry['shape']} ({entry['dtype']})")
+        end = max(end, stop)
+    if size != 8 + n + end:
+        raise FileFormatError(f"{path}: truncated or padded file: {size} bytes on disk, header describes "
+                              f"{8 + n + end}")
+    return header, 8 + n

@@ -1,0 +1,151 @@
+"""The workflow's steps as library functions: files in, files out (docs/design.md "Steps").
+
+Each function is what one Snakemake rule family runs (through ``python -m structure_align``), and what a test or a
+notebook can call directly. They compose the library (pool, runs, train, evaluate, similarity, report), check their
+inputs before any heavy work, write every output atomically and raise the package's own errors. A train or
+evaluate job handles all seeds of one (encoder pair, variant, training size): the pool and the evaluation features
+are loaded once per job, and every run still gets its own directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .io import read_json, write_json
+
+log = logging.getLogger("structure_align.steps")
+
+
+class StepError(ValueError):
+    """A step's inputs do not fit together (a layer choice that is missing, a run outside the pool); names the file."""
+
+
+def score_layers(vision_paths: Sequence[str], text_paths: Sequence[str], manifests: Sequence[str], *,
+                 layers: Mapping[str, Any], val_fraction: float, val_seed: int, scores_out: str | Path,
+                 choice_out: str | Path) -> dict[str, Any]:
+    """Score every layer pair on the training part of the pool; write ``scores.csv`` and ``choice.json`` (§3.2).
+
+    ``layers`` is params ``layers`` (``metric``, ``n_samples``, ``k``, ``seed``). Returns the choice record.
+    """
+    import torch
+
+    from .pool import load_pair_pool, validation_split
+    from .report import write_layer_scores
+    from .similarity import choose_layers, layer_scores, score_subsample
+
+    pool = load_pair_pool(vision_paths, text_paths, manifests)
+    train_rows, _ = validation_split(pool.n, val_fraction, val_seed)
+    rows = train_rows[score_subsample(len(train_rows), int(layers["n_samples"]), seed=int(layers["seed"]))]
+    idx = torch.as_tensor(rows, dtype=torch.long)
+    scores = layer_scores([v[idx] for v in pool.vision_layers], [t[idx] for t in pool.text_layers], k=layers["k"],
+                          metric=layers["metric"], progress=True)
+    write_layer_scores(scores_out, scores, pool.vision_layer_names, pool.text_layer_names)
+    choice: dict[str, Any] = {"metric": layers["metric"], "k": layers["k"], "n_rows": len(rows),
+                              "seed": int(layers["seed"]), "datasets": pool.datasets}
+    for name in ("last", "similar"):
+        i, j = choose_layers(scores, name)
+        choice[name] = {"vision_layer": i, "text_layer": j, "vision_name": pool.vision_layer_names[i],
+                        "text_name": pool.text_layer_names[j], "score": float(scores[i, j])}
+    write_json(choice_out, choice)
+    log.info("layer choice: last=%s similar=%s", choice["last"], choice["similar"])
+    return choice
+
+
+def layer_pair(layers: str, choice: Mapping[str, Any], where: str) -> tuple[int, int]:
+    """``(vision layer, text layer)`` of a run: ``last`` / ``similar`` from the choice record, or explicit
+    ``v<i>t<j>``."""
+    if layers in ("last", "similar"):
+        if layers not in choice:
+            raise StepError(f"{where}: no layer choice {layers!r}")
+        return int(choice[layers]["vision_layer"]), int(choice[layers]["text_layer"])
+    vision, _, text = layers[1:].partition("t")
+    return int(vision), int(text)
+
+
+def train_runs(run_dirs: Sequence[str | Path], params: Mapping[str, Any], vision_paths: Sequence[str],
+               text_paths: Sequence[str], manifests: Sequence[str], choice_path: str | Path, *,
+               device: str = "auto", progress: bool = True) -> None:
+    """Train every run of ``run_dirs`` (one group: same pair, variant, size) and write ``heads.safetensors`` +
+    ``train.json`` into each (docs/method.md §6).
+
+    ``params`` holds the params blocks ``training``, ``structure`` and ``csa``; each run's identity (head, layers,
+    R_S values, size, seed) comes from its directory (:meth:`RunSpec.from_path`).
+    """
+    from .pool import load_pair_pool, run_rows
+    from .runs import RunSpec, train_config
+    from .train import train_heads
+    from .utils import resolve_device
+
+    specs = [RunSpec.from_path(d) for d in run_dirs]
+    configs = [train_config(params, spec) for spec in specs]  # a bad value fails before any feature is read
+    choice = read_json(choice_path, "layer choice")
+    pool = load_pair_pool(vision_paths, text_paths, manifests)
+    dev = resolve_device(device)
+    training = params["training"]
+    for run_dir, spec, cfg in zip(run_dirs, specs, configs):
+        start = time.perf_counter()
+        i, j = layer_pair(spec.variant.layers, choice, str(choice_path))
+        if i >= len(pool.vision_layers) or j >= len(pool.text_layers):
+            raise StepError(f"{choice_path}: layer pair ({i}, {j}) is outside the features "
+                            f"({len(pool.vision_layers)} x {len(pool.text_layers)} layers)")
+        x_all, y_all = pool.vision_layers[i], pool.text_layers[j]
+        sub, val_rows = run_rows(pool.n, spec.size, spec.seed, float(training["val_fraction"]),
+                                 int(training["val_seed"]))
+        log.info("run %s: layers (%s, %s), n_train=%d, n_val=%d", run_dir, pool.vision_layer_names[i],
+                 pool.text_layer_names[j], len(sub), len(val_rows))
+        result = train_heads(x_all[sub], y_all[sub], x_all[val_rows], y_all[val_rows], cfg, device=dev,
+                             progress=progress)
+        result.aligner.save(Path(run_dir) / "heads.safetensors")
+        n_available = pool.n - len(val_rows)
+        write_json(Path(run_dir) / "train.json", {
+            "head": spec.variant.head, "layers": spec.variant.layers, "structure": spec.variant.structure,
+            "size": spec.size.component, "fraction": _fraction(spec, len(sub), n_available), "seed": spec.seed,
+            "vision_layer": i, "text_layer": j, "vision_layer_name": pool.vision_layer_names[i],
+            "text_layer_name": pool.text_layer_names[j], "n_train": len(sub), "n_val": len(val_rows),
+            "n_pool": pool.n, "pool_counts": pool.counts, "best_epoch": result.best_epoch, "lr": result.lr,
+            "lambda_at_best": result.lambda_at_best, "warmup_steps": result.warmup_steps,
+            "epochs_run": len(result.history), "train_config": cfg.to_dict(), "history": result.history,
+            "seconds": round(time.perf_counter() - start, 3)})
+
+
+def _fraction(spec: Any, n_train: int, n_available: int) -> float:
+    """The configured fraction, or for an absolute size the share of the training part it uses."""
+    return float(spec.size.value) if spec.size.kind == "frac" else n_train / n_available
+
+
+def evaluate_runs(run_dirs: Sequence[str | Path], datasets: Sequence[Mapping[str, Any]], *,
+                  evaluation: Mapping[str, Any], device: str = "auto") -> None:
+    """Evaluate every run of ``run_dirs`` on every dataset and write each run's ``metrics.json`` (§7).
+
+    ``datasets`` are ``{"name", "vision", "text", "manifest", "test_split"}`` records (feature files, manifest,
+    whether only the test split is evaluated); ``evaluation`` is params ``evaluation``. The feature files are read
+    once for all runs of the job.
+    """
+    from .evaluate import evaluate_set, load_eval_set
+    from .heads import load_aligner
+    from .runs import RunSpec
+    from .utils import resolve_device
+
+    specs = [RunSpec.from_path(d) for d in run_dirs]
+    dev = resolve_device(device)
+    sets = [load_eval_set(d["vision"], d["text"], d["manifest"], test_split=bool(d["test_split"])) for d in datasets]
+    for run_dir, spec in zip(run_dirs, specs):
+        info = read_json(Path(run_dir) / "train.json", "train record")
+        aligner = load_aligner(Path(run_dir) / "heads.safetensors", device=dev)
+        results = {}
+        for d, es in zip(datasets, sets):
+            results[d["name"]] = evaluate_set(aligner, es, int(info["vision_layer"]), int(info["text_layer"]),
+                                              duplicate_gallery=bool(evaluation["duplicate_gallery"]),
+                                              batch_size=int(evaluation["batch_size"]), device=dev)
+            log.info("%s %s: %s", run_dir, d["name"], {k: (round(v, 2) if v is not None else None)
+                                                      for k, v in results[d["name"]]["metrics"].items()})
+        run = {k: info[k] for k in ("head", "layers", "structure", "fraction", "seed", "vision_layer", "text_layer",
+                                    "vision_layer_name", "text_layer_name", "n_train")}
+        run.update(spec.variant.values(), vision=spec.vision, text=spec.text, size=spec.size.component,
+                   lambda_at_best=info.get("lambda_at_best"))
+        write_json(Path(run_dir) / "metrics.json", {"run": run, "datasets": results})
+

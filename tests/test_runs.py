@@ -1,0 +1,121 @@
+"""The run identity: variants, sizes, the path grammar (both directions) and params -> TrainConfig."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import pytest
+
+from structure_align import config as cfgmod
+from structure_align import runs
+from structure_align.heads import HEADS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def params() -> dict:
+    return cfgmod.load_yaml(ROOT / "params.yaml")
+
+
+def test_variants_paths_and_overrides(params: dict) -> None:
+    conf = copy.deepcopy(params)
+    conf["methods"] = [{"head": "linear", "layers": "last", "structure": False},
+                       {"head": "csa", "layers": "similar", "structure": {"tau": 0.2}}]
+    plain, csa = runs.variants(conf)
+    assert plain.path == "linear/layers~last/lambda~0/levels~0/tau~0/weighting~none/distance~none"
+    assert not plain.uses_structure
+    assert csa.path == "csa/layers~similar/lambda~10/levels~1/tau~0.2/weighting~none/distance~cosine"
+    assert csa.label == "CSA + Similar + R_S"
+    spec = runs.RunSpec("v", "t", csa, runs.Size("frac", 1.0), 42)
+    assert spec.dir("results") == \
+        "results/runs/v__t/csa/layers~similar/lambda~10/levels~1/tau~0.2/weighting~none/distance~cosine/frac~1/seed~42"
+    # a lambda change moves only the R_S runs to new paths
+    changed = copy.deepcopy(conf)
+    changed["structure"]["lambda"] = 5
+    assert [v.path for v in runs.variants(changed)] == [plain.path, csa.path.replace("lambda~10", "lambda~5")]
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+@pytest.mark.parametrize("size", [runs.Size("frac", 0.25), runs.Size("n", 1000)])
+@pytest.mark.parametrize("structure", [None, {"lambda": 10, "levels": 2, "tau": 0.2, "weighting": "inverse",
+                                              "distance": "rbf"}])
+def test_run_path_round_trip(head: str, size: runs.Size, structure: dict | None) -> None:
+    spec = runs.RunSpec("enc-a", "hf:org/model", runs.Variant.make(head, "v3t1", structure), size, 7)
+    back = runs.RunSpec.from_path(spec.dir("some/root") + "/metrics.json")
+    assert back == spec and back.variant.values() == spec.variant.values()
+    assert runs.RunSpec.from_path(spec.dir("x")) == spec
+
+
+def test_group_pattern_matches_every_run_dir_and_the_wildcard_constraints(params: dict) -> None:
+    pattern = runs.group_pattern("results")
+    regex = re.escape(pattern)
+    for name in re.findall(r"\{(\w+)\}", pattern):
+        regex = regex.replace(re.escape("{" + name + "}"), f"(?P<{name}>{runs.WILDCARDS[name]})", 1)
+    for spec in runs.run_specs(params):
+        match = re.fullmatch(regex, spec.group_dir("results"))
+        assert match, spec.group_dir("results")
+        assert match["head"] == spec.variant.head and match["size"] == spec.size.component
+
+
+def test_from_path_rejects_other_layouts() -> None:
+    with pytest.raises(runs.RunPathError, match="not a run directory"):
+        runs.RunSpec.from_path("results/runs/v__t/linear/layers~last/frac~1/seed~1")
+    with pytest.raises(runs.RunPathError, match="unknown head"):
+        runs.RunSpec.from_path("r/runs/v__t/gpt/layers~last/lambda~0/levels~0/tau~0/weighting~none/distance~none/"
+                               "frac~1/seed~1")
+
+
+def test_sizes_fractions_then_counts() -> None:
+    sizes = runs.sizes({"training": {"fractions": [0.5, 1.0], "sizes": [100]}})
+    assert [s.component for s in sizes] == ["frac~0.5", "frac~1", "n~100"]
+    assert runs.Size.parse("n~100") == runs.Size("n", 100)
+    with pytest.raises(runs.RunPathError):
+        runs.Size.parse("pct~5")
+
+
+def test_train_config_mapping_is_mechanical(params: dict) -> None:
+    conf = copy.deepcopy(params)
+    conf["csa"] = {"epochs": 3}
+    rs, base = runs.variants(conf)[2], runs.variants(conf)[0]
+    cfg = runs.train_config(conf, runs.RunSpec("v", "t", rs, runs.Size("frac", 1.0), 7))
+    assert cfg.seed == 7 and cfg.head == "linear" and cfg.epochs == conf["training"]["epochs"]
+    assert cfg.temperature == conf["training"]["temperature"] and cfg.rs_tau == conf["structure"]["tau"]
+    assert cfg.rs_lambda == conf["structure"]["lambda"] and cfg.csa_epochs == 3
+    assert cfg.rs_warmup_steps == conf["structure"]["warmup_steps"]
+    off = runs.train_config(conf, runs.RunSpec("v", "t", base, runs.Size("frac", 1.0), 7))
+    assert off.rs_lambda == 0 and off.rs_warmup_steps == cfg.rs_warmup_steps  # both arms share the warm-up
+    conf["training"]["frobnicate"] = 1
+    with pytest.raises(ValueError, match="frobnicate"):
+        runs.train_config(conf, runs.RunSpec("v", "t", base, runs.Size("frac", 1.0), 7))
+
+
+def test_duplicate_variant_and_zero_lambda_are_rejected(params: dict) -> None:
+    conf = copy.deepcopy(params)
+    conf["methods"].append(dict(conf["methods"][0]))
+    with pytest.raises(ValueError, match=r"methods\[\d+\]"):
+        runs.variants(conf)
+    conf = copy.deepcopy(params)
+    conf["methods"] = [{"head": "linear", "layers": "last", "structure": {"lambda": 0}}]
+    with pytest.raises(ValueError, match="structure: false"):
+        runs.variants(conf)
+
+
+@pytest.mark.parametrize("value, text", [(10, "10"), (10.0, "10"), (0.05, "0.05"), (1.0, "1"), (0.25, "0.25"),
+                                         (1e-4, "0.0001")])
+def test_fmt_value(value, text: str) -> None:
+    assert runs.fmt_value(value) == text
+
+
+def test_fmt_value_rejects_non_numbers() -> None:
+    for bad in (float("nan"), True, "1"):
+        with pytest.raises(ValueError):
+            runs.fmt_value(bad)
+
+
+def test_eval_and_grid_datasets_have_no_repeats(params: dict) -> None:
+    assert runs.eval_datasets(params) == ["tuxpaint", "emoji", "gcompris_explore_title", "gcompris_explore_desc",
+                                          "fashion_mnist", "gcompris_categorization", "art4apps"]
+    assert runs.grid_datasets(params) == runs.eval_datasets(params)
