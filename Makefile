@@ -14,7 +14,7 @@ SNAKEMAKE := snakemake --workflow-profile workflow/profiles/default --cores $(CO
 SMOKE := --configfile workflow/configs/smoke.yaml
 DVC_REMOTE ?= $(CURDIR)/../structure-dvc-store
 
-.PHONY: help install reproduce smoke features-all test test-unit lint bench pull push remote dag clean-smoke
+.PHONY: help install reproduce reproduce-released reproduce-full smoke features-all test test-unit lint bench pull push remote dag clean-smoke
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -36,6 +36,12 @@ $(STAMP): pyproject.toml
 
 reproduce: install  ## run the offline default (params.yaml): tables, figures, metrics.json under results/
 	$(SNAKEMAKE)
+
+reproduce-released: install  ## the released training protocol on the default grid (workflow/configs/released.yaml) into results/released/
+	$(SNAKEMAKE) --configfile workflow/configs/released.yaml
+
+reproduce-full: install  ## the fuller offline grid (workflow/configs/offline-full.yaml) into results/offline-full/
+	$(SNAKEMAKE) --configfile workflow/configs/offline-full.yaml
 
 smoke: install  ## the CI smoke workflow (workflow/configs/smoke.yaml) into results/smoke/
 	$(SNAKEMAKE) $(SMOKE)

@@ -59,7 +59,7 @@ def test_schema_ships_with_the_package() -> None:
     (lambda c: c["training"].update(epochs="ten"), "training.epochs"),
     (lambda c: c["structure"].update(levels=1.5), "structure.levels"),
     (lambda c: c["structure"].update(extra=1), "structure"),
-    (lambda c: c["methods"].append({"head": "transformer", "layers": "last", "structure": False}), "methods[4].head"),
+    (lambda c: c["methods"].append({"head": "transformer", "layers": "last", "structure": False}), "methods[10].head"),
     (lambda c: c.update(device="tpu"), "device"),
     (lambda c: c["structure"].update({"lambda": float("nan")}), "structure.lambda"),
     (lambda c: c["training"].update(lr=float("inf")), "training.lr"),
@@ -94,14 +94,14 @@ def test_registry_errors_name_the_key(params: dict, mutate, fragment: str) -> No
 def test_duplicate_variant_is_refused_by_check(params: dict) -> None:
     bad = copy.deepcopy(params)
     bad["methods"].append(dict(bad["methods"][0]))
-    with pytest.raises(cfgmod.ParamsError, match=r"methods\[4\]"):
+    with pytest.raises(cfgmod.ParamsError, match=rf"methods\[{len(params['methods'])}\]"):
         _check(bad)
 
 
 def test_unknown_head_is_refused_with_the_registry_list(params: dict) -> None:
     bad = copy.deepcopy(params)
     bad["methods"].append({"head": "transformer", "layers": "last", "structure": False})
-    with pytest.raises(cfgmod.ParamsError, match=r"methods\[4\].head': unknown head 'transformer'"):
+    with pytest.raises(cfgmod.ParamsError, match=rf"methods\[{len(params['methods'])}\].head': unknown head 'transformer'"):
         _check(bad)
 
 

@@ -85,8 +85,13 @@ def test_refine_lowers_loss_and_whitens() -> None:
     x, y, _ = _planted(n=600, dx=12, dy=10)
     csa = CSA.fit(x, y, sim_dim=6)
     before = {k: v.clone() for k, v in csa.state_dict().items()}
-    history = csa.refine(x, y, epochs=6, lr=5e-3, batch_size=200, seed=3, progress=False)
+    released = CSA.fit(x, y, sim_dim=6)
+    released.refine(x, y, epochs=6, lr=5e-3, batch_size=200, seed=3, progress=False)
+    history = csa.refine(x, y, epochs=6, lr=5e-3, batch_size=200, seed=3, progress=False, whiten_after=True)
     assert len(history) == 6 and history[-1] < history[0]
+    # the released whitening is a no-op: the refined projections keep a non-identity covariance
+    zr = (x - released.mean_x) @ released.w_x
+    assert not torch.allclose(zr.T @ zr / len(x), torch.eye(6), atol=1e-2)
     assert csa.refined and not torch.equal(csa.w_x, before["w_x"])
     zx = (x - csa.mean_x) @ csa.w_x
     zy = (y - csa.mean_y) @ csa.w_y

@@ -166,3 +166,26 @@ def test_torch_threads_are_set(monkeypatch: pytest.MonkeyPatch) -> None:
     cli._set_threads(3)
     cli._set_threads(None)
     assert seen == [3]
+
+
+def test_subsample_scope_scores_the_run_rows_and_records_full_lambda(toy_data: ToyData) -> None:
+    """layers.scope = subsample picks Similar on each run's own rows; the honest protocol restores full lambda."""
+    _score(toy_data)
+    params = toy_params()
+    params["layers"] = {"metric": "mutual_knn", "n_samples": 30, "k": 3, "seed": 0, "scope": "subsample"}
+    params["structure"].update(warmup_epochs=1)
+    params["training"].update(select_on="clip", select_after_warmup=True, epochs=4, patience=2)
+    runs = [_run_dir(toy_data, seed=s) for s in (3, 4)]
+    _train(toy_data, runs, params)
+    vision, text, manifests = toy_data.pool_args()
+    pool = load_pair_pool(vision, text, manifests)
+    for run in runs:
+        info = json.loads((run / "train.json").read_text())
+        spec = RunSpec.from_path(run)
+        from structure_align.pool import run_rows
+
+        rows, _ = run_rows(pool.n, spec.size, spec.seed, 0.2, 0)
+        i, j, score = steps.subsample_choice(pool, rows, params["layers"])
+        assert (info["vision_layer"], info["text_layer"], info["subsample_layer_score"]) == (i, j, score)
+        assert info["layer_scope"] == "subsample" and info["lambda_at_best"] == pytest.approx(10.0)
+        assert all(not h["eligible"] for h in info["history"][:1])

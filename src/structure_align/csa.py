@@ -193,14 +193,16 @@ class CSA(nn.Module):
                lambda_cca: float = 1e-2, tau: float = 0.2, levels: int = 1, weighting: str = "inverse",
                epochs: int = 10, lr: float = 5e-4, batch_size: int = 4096, seed: int = 0,
                device: str | torch.device = "cpu", progress: bool = True,
-               rs_options: dict[str, Any] | None = None) -> list[float]:
-        """CSA + R_S: Adam on (W_x, W_y) from the CCA solution, then whitening (docs/method.md §4.4, released ``RSMixin``).
+               rs_options: dict[str, Any] | None = None, whiten_after: bool = False) -> list[float]:
+        """CSA + R_S: Adam on (W_x, W_y) from the CCA solution (docs/method.md §4.4, released ``RSMixin``).
 
         ``x``, ``y`` are the raw training features the CSA was fitted on (centred here with the stored means).
         Each epoch draws a seeded permutation and keeps the last partial batch. ``rs_options`` adds further
-        :func:`structure_regularizer` options (centering, distance, ...). Afterwards each W is whitened on the full
-        training set and ``corr`` is recomputed as the per-dimension correlation ``|mean_i zx_ik zy_ik|`` of the
-        whitened projections (the refined dimensions are no longer canonical). Returns the mean loss per epoch.
+        :func:`structure_regularizer` options (centering, distance, ...). The released code means to whiten each W on
+        the training set afterwards, but its loop (``for W in ...: W @= ...``) only rebinds the loop variable, so the
+        refined W are kept unwhitened; ``whiten_after=True`` applies the intended whitening instead. ``corr`` is then
+        recomputed as the per-dimension correlation ``|mean_i zx_ik zy_ik|`` of the final projections (the refined
+        dimensions are no longer canonical). Returns the mean loss per epoch.
         """
         dev = torch.device(device) if not isinstance(device, torch.device) else device
         xt = torch.as_tensor(x).detach().to(dev, torch.float32)
@@ -236,7 +238,7 @@ class CSA(nn.Module):
             history.append(float(np.mean(losses)))
             log.info("CSA refine epoch %d: loss %.6f", epoch, history[-1])
         with torch.no_grad():
-            wx, wy = whiten(w_x, xc), whiten(w_y, yc)
+            wx, wy = (whiten(w_x, xc), whiten(w_y, yc)) if whiten_after else (w_x.detach(), w_y.detach())
             corr = ((xc @ wx) * (yc @ wy)).mean(0).abs()
             order = torch.argsort(corr, descending=True)
             self.w_x.copy_(wx[:, order].to(self.w_x.device))

@@ -72,37 +72,83 @@ def plot_layer_heatmap(scores_csv: str | os.PathLike, choice_json: str | os.Path
     log.info("heatmap %s: %d x %d layers", png, len(vnames), len(tnames))
 
 
-def plot_scaling(summary: pd.DataFrame, names: Sequence[str], png: str | os.PathLike, pdf: str | os.PathLike) -> None:
-    """Summary metric vs number of training pairs, a line per (encoders, variant), a ± std band over seeds."""
+def plot_scaling(summary: pd.DataFrame, names: Sequence[str], png: str | os.PathLike, pdf: str | os.PathLike,
+                 gains: pd.DataFrame | None = None) -> None:
+    """Summary metric vs number of training pairs (docs/method.md §10).
+
+    One row of panels per summary metric; one column per head with a line per layer/R_S variant (mean, ± std band
+    over seeds) and, when ``gains`` is given, a last column with the paired R_S gain (Similar + R_S minus Similar,
+    per seed) of every head with its 95 % CI as error bars.
+    """
     import matplotlib
 
     names = [n for n in names if n in summary.columns]
-    curves = list(dict.fromkeys(zip(summary.encoders, summary.variant)))
+    heads = list(dict.fromkeys(v.split(" + ")[0] for v in summary.variant))
+    rs_gains = None
+    if gains is not None and not gains.empty:
+        rs_gains = gains[gains.variant.str.endswith("Similar + R_S") & gains.vs.str.endswith("Similar")]
+    ncols = len(heads) + (1 if rs_gains is not None and not rs_gains.empty else 0)
     multi_pair = summary.encoders.nunique() > 1
     with matplotlib.rc_context(STYLE):
         from matplotlib import colormaps
-        from matplotlib.ticker import NullLocator
+        from matplotlib.figure import Figure
 
         colors = colormaps["tab10"].colors
-        fig, axes = _figure(3.0 * len(names) + 0.5, 3.0, ncols=len(names))
-        for ax, name in zip(axes, names):
-            for ci, (enc, var) in enumerate(curves):
-                sel = summary[(summary.encoders == enc) & (summary.variant == var)]
-                stats = sel.groupby("n_train_pairs")[name].agg(["mean", "std", "count"]).sort_index()
-                std = stats["std"].where(stats["count"] > 1, 0.0).to_numpy()
-                x, m = stats.index.to_numpy(), stats["mean"].to_numpy()
-                label = f"{var} ({enc})" if multi_pair else var
-                ax.plot(x, m, marker="o", ms=3, lw=1.2, color=colors[ci % len(colors)], label=label)
-                ax.fill_between(x, m - std, m + std, color=colors[ci % len(colors)], alpha=0.2, lw=0)
-            ax.set_xscale("log")
-            # label exactly the measured sizes; log-axis minor labels (2x10^2, 3x10^2, ...) would overlap
-            sizes = sorted(summary.n_train_pairs.unique())
-            ax.xaxis.set_minor_locator(NullLocator())
-            ax.set_xticks(sizes, [str(int(n)) for n in sizes])
-            ax.set_xlabel("training pairs")
-            ax.set_ylabel(SUMMARY_LABELS[name])
-            ax.grid(True, which="major", lw=0.3)
-        axes[0].legend(loc="best", frameon=False)
+        fig = Figure(figsize=(2.9 * ncols + 0.4, 2.5 * len(names) + 0.3), layout="constrained")
+        grid = fig.subplots(len(names), ncols, squeeze=False)
+        sizes = sorted(summary.n_train_pairs.unique())
+        for r, name in enumerate(names):
+            for c, head in enumerate(heads):
+                ax = grid[r][c]
+                sel_head = summary[summary.variant.str.split(" + ", regex=False).str[0] == head]
+                for ci, (enc, var) in enumerate(dict.fromkeys(zip(sel_head.encoders, sel_head.variant))):
+                    sel = sel_head[(sel_head.encoders == enc) & (sel_head.variant == var)]
+                    st = sel.groupby("n_train_pairs")[name].agg(["mean", "std", "count"]).sort_index()
+                    std = st["std"].where(st["count"] > 1, 0.0).to_numpy()
+                    x, m = st.index.to_numpy(), st["mean"].to_numpy()
+                    label = var.split(" + ", 1)[1] + (f" ({enc})" if multi_pair else "")
+                    ax.plot(x, m, marker="o", ms=3, lw=1.2, color=colors[ci % len(colors)], label=label)
+                    ax.fill_between(x, m - std, m + std, color=colors[ci % len(colors)], alpha=0.15, lw=0)
+                _log_axis(ax, sizes)
+                ax.set_ylabel(SUMMARY_LABELS[name] if c == 0 else "")
+                if r == 0:
+                    ax.set_title(head)
+                    ax.legend(loc="best", frameon=False)
+            if ncols > len(heads):
+                _plot_gains(grid[r][-1], rs_gains[rs_gains.metric == name], heads, colors, sizes, r == 0)
         save_figure(fig, png, pdf)
+
+
+def _log_axis(ax: Any, sizes: Sequence[int]) -> None:
+    """Log x axis labelled exactly at the measured sizes (minor labels of a log axis would overlap)."""
+    from matplotlib.ticker import NullLocator
+
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticks(sizes, [str(int(n)) for n in sizes])
+    ax.set_xlabel("training pairs")
+    ax.grid(True, which="major", lw=0.3)
+
+
+def _plot_gains(ax: Any, gains: pd.DataFrame, heads: Sequence[str], colors: Sequence[Any], sizes: Sequence[int],
+                title: bool) -> None:
+    """Paired R_S gain per head vs N with 95 % CI error bars; heads are offset slightly on the log axis."""
+    import numpy as np
+
+    for i, head in enumerate(heads):
+        g = gains[gains.variant.str.split(" + ", regex=False).str[0] == head].sort_values("n_train_pairs")
+        if g.empty:
+            continue
+        x = g.n_train_pairs.to_numpy(dtype=float) * (1.0 + 0.04 * (i - (len(heads) - 1) / 2))
+        m = g["mean"].to_numpy()
+        lo, hi = np.nan_to_num(m - g.lo.to_numpy()), np.nan_to_num(g.hi.to_numpy() - m)
+        ax.errorbar(x, m, yerr=[lo, hi], marker="o", ms=3, lw=1.0, capsize=2, color=colors[i % len(colors)],
+                    label=head)
+    ax.axhline(0.0, color="black", lw=0.6)
+    _log_axis(ax, sizes)
+    ax.set_ylabel("paired gain of R_S (points)")
+    if title:
+        ax.set_title("R_S gain (Similar), 95 % CI")
+        ax.legend(loc="best", frameon=False)
 
 

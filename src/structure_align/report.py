@@ -13,10 +13,12 @@ from typing import Any
 
 import pandas as pd
 
+from .claims import claims_markdown, claims_table, gains_table, utility_markdown, utility_table
 from .figures import plot_layer_heatmap, plot_scaling, save_figure
 from .io import write_text_atomic
 from .tables import (
     ReportError,
+    add_gains,
     collect_runs,
     dvc_metrics,
     main_table,
@@ -38,15 +40,20 @@ def output_files(results_dir: str) -> dict[str, str]:
     tables, figures = f"{results_dir}/tables", f"{results_dir}/figures"
     return {"main_csv": f"{tables}/main.csv", "main_md": f"{tables}/main.md", "main_tex": f"{tables}/main.tex",
             "scaling_csv": f"{tables}/scaling.csv", "summary_csv": f"{tables}/scaling_summary.csv",
+            "gains_csv": f"{tables}/gains.csv", "claims_csv": f"{tables}/claims.csv",
+            "claims_md": f"{tables}/claims.md", "utility_csv": f"{tables}/data_utility.csv",
+            "utility_md": f"{tables}/data_utility.md",
             "scaling_png": f"{figures}/scaling.png", "scaling_pdf": f"{figures}/scaling.pdf",
             "metrics": f"{results_dir}/metrics.json"}
 
 
 def aggregate(runs: Sequence[str | os.PathLike], *, results_dir: str, variants: Sequence[Mapping[str, Any]],
-              retrieval: Sequence[str], zeroshot: Sequence[str], summary_metrics: Sequence[str]) -> pd.DataFrame:
+              retrieval: Sequence[str], zeroshot: Sequence[str], summary_metrics: Sequence[str],
+              condition: str = "") -> pd.DataFrame:
     """Write every file of :func:`output_files` from the runs' metrics; returns the main table.
 
-    ``variants`` are the table rows in params order (``label`` + path values, see :func:`tables.attach_variants`).
+    ``variants`` are the table rows in params order (``label`` + path values, see :func:`tables.attach_variants`);
+    ``condition`` describes the data for the claims table (training and evaluation sets).
     """
     out = output_files(results_dir)
     names = list(summary_metrics)
@@ -55,14 +62,23 @@ def aggregate(runs: Sequence[str | os.PathLike], *, results_dir: str, variants: 
         raise ReportError(f"aggregate: missing run metrics {missing[:5]}")
     tidy = collect_runs(runs)
     table = main_table(tidy, variants, retrieval, zeroshot)
+    scaling = scaling_table(tidy, variants)
+    summary = summary_frame(scaling, retrieval, zeroshot, names)
+    gains = gains_table(summary, variants, names)
+    table = add_gains(table, gains, names)
+    claims = claims_table(summary, variants, names, condition)
+    utility = utility_table(summary, variants, names)
     write_text_atomic(out["main_csv"], table.to_csv(index=False, float_format="%.4f"))
     write_text_atomic(out["main_md"], table_markdown(table))
     write_text_atomic(out["main_tex"], table_latex(table))
-    scaling = scaling_table(tidy, variants)
     write_text_atomic(out["scaling_csv"], scaling.to_csv(index=False, float_format="%.4f"))
-    summary = summary_frame(scaling, retrieval, zeroshot, names)
-    plot_scaling(summary, names, out["scaling_png"], out["scaling_pdf"])
     write_text_atomic(out["summary_csv"], summary.to_csv(index=False, float_format="%.4f"))
+    write_text_atomic(out["gains_csv"], gains.to_csv(index=False, float_format="%.4f"))
+    write_text_atomic(out["claims_csv"], claims.to_csv(index=False, float_format="%.4f"))
+    write_text_atomic(out["claims_md"], claims_markdown(claims))
+    write_text_atomic(out["utility_csv"], utility.to_csv(index=False, float_format="%.4f"))
+    write_text_atomic(out["utility_md"], utility_markdown(utility))
+    plot_scaling(summary, names, out["scaling_png"], out["scaling_pdf"], gains=gains)
     write_text_atomic(out["metrics"], json.dumps(dvc_metrics(table, summary, names), indent=2, sort_keys=True) + "\n")
     log.info("aggregated %d runs into %d table rows", len(runs), len(table))
     return table

@@ -83,18 +83,23 @@ def train_runs(run_dirs: Sequence[str | Path], params: Mapping[str, Any], vision
     specs = [RunSpec.from_path(d) for d in run_dirs]
     configs = [train_config(params, spec) for spec in specs]  # a bad value fails before any feature is read
     choice = read_json(choice_path, "layer choice")
+    layers_cfg = params.get("layers") or {"scope": "pool"}
     pool = load_pair_pool(vision_paths, text_paths, manifests)
     dev = resolve_device(device)
     training = params["training"]
     for run_dir, spec, cfg in zip(run_dirs, specs, configs):
         start = time.perf_counter()
-        i, j = layer_pair(spec.variant.layers, choice, str(choice_path))
+        sub, val_rows = run_rows(pool.n, spec.size, spec.seed, float(training["val_fraction"]),
+                                 int(training["val_seed"]))
+        if spec.variant.layers == "similar" and layers_cfg.get("scope") == "subsample":
+            i, j, score = subsample_choice(pool, sub, layers_cfg)
+        else:
+            i, j = layer_pair(spec.variant.layers, choice, str(choice_path))
+            score = None
         if i >= len(pool.vision_layers) or j >= len(pool.text_layers):
             raise StepError(f"{choice_path}: layer pair ({i}, {j}) is outside the features "
                             f"({len(pool.vision_layers)} x {len(pool.text_layers)} layers)")
         x_all, y_all = pool.vision_layers[i], pool.text_layers[j]
-        sub, val_rows = run_rows(pool.n, spec.size, spec.seed, float(training["val_fraction"]),
-                                 int(training["val_seed"]))
         log.info("run %s: layers (%s, %s), n_train=%d, n_val=%d", run_dir, pool.vision_layer_names[i],
                  pool.text_layer_names[j], len(sub), len(val_rows))
         result = train_heads(x_all[sub], y_all[sub], x_all[val_rows], y_all[val_rows], cfg, device=dev,
@@ -105,7 +110,8 @@ def train_runs(run_dirs: Sequence[str | Path], params: Mapping[str, Any], vision
             "head": spec.variant.head, "layers": spec.variant.layers, "structure": spec.variant.structure,
             "size": spec.size.component, "fraction": _fraction(spec, len(sub), n_available), "seed": spec.seed,
             "vision_layer": i, "text_layer": j, "vision_layer_name": pool.vision_layer_names[i],
-            "text_layer_name": pool.text_layer_names[j], "n_train": len(sub), "n_val": len(val_rows),
+            "text_layer_name": pool.text_layer_names[j], "layer_scope": layers_cfg.get("scope", "pool"),
+            "subsample_layer_score": score, "n_train": len(sub), "n_val": len(val_rows),
             "n_pool": pool.n, "pool_counts": pool.counts, "best_epoch": result.best_epoch, "lr": result.lr,
             "lambda_at_best": result.lambda_at_best, "warmup_steps": result.warmup_steps,
             "epochs_run": len(result.history), "train_config": cfg.to_dict(), "history": result.history,
@@ -115,6 +121,21 @@ def train_runs(run_dirs: Sequence[str | Path], params: Mapping[str, Any], vision
 def _fraction(spec: Any, n_train: int, n_available: int) -> float:
     """The configured fraction, or for an absolute size the share of the training part it uses."""
     return float(spec.size.value) if spec.size.kind == "frac" else n_train / n_available
+
+
+def subsample_choice(pool: Any, rows: Any, layers: Mapping[str, Any]) -> tuple[int, int, float]:
+    """The "Similar" pair scored on a run's own training rows (params ``layers.scope: subsample``, as the released
+    code does, docs/method.md §3.2): at most ``layers.n_samples`` of ``rows``, the same metric and k rule."""
+    import torch
+
+    from .similarity import choose_layers, layer_scores, score_subsample
+
+    picked = rows[score_subsample(len(rows), int(layers["n_samples"]), seed=int(layers["seed"]))]
+    idx = torch.as_tensor(picked, dtype=torch.long)
+    scores = layer_scores([v[idx] for v in pool.vision_layers], [t[idx] for t in pool.text_layers], k=layers["k"],
+                          metric=layers["metric"], progress=False)
+    i, j = choose_layers(scores, "similar")
+    return int(i), int(j), float(scores[i, j])
 
 
 def evaluate_runs(run_dirs: Sequence[str | Path], datasets: Sequence[Mapping[str, Any]], *,
@@ -132,6 +153,7 @@ def evaluate_runs(run_dirs: Sequence[str | Path], datasets: Sequence[Mapping[str
 
     specs = [RunSpec.from_path(d) for d in run_dirs]
     dev = resolve_device(device)
+    raw = bool(evaluation.get("csa_raw_prototypes", False))
     sets = [load_eval_set(d["vision"], d["text"], d["manifest"], test_split=bool(d["test_split"])) for d in datasets]
     for run_dir, spec in zip(run_dirs, specs):
         info = read_json(Path(run_dir) / "train.json", "train record")
@@ -140,6 +162,7 @@ def evaluate_runs(run_dirs: Sequence[str | Path], datasets: Sequence[Mapping[str
         for d, es in zip(datasets, sets):
             results[d["name"]] = evaluate_set(aligner, es, int(info["vision_layer"]), int(info["text_layer"]),
                                               duplicate_gallery=bool(evaluation["duplicate_gallery"]),
+                                              raw_prototypes=raw and spec.variant.head == "csa",
                                               batch_size=int(evaluation["batch_size"]), device=dev)
             log.info("%s %s: %s", run_dir, d["name"], {k: (round(v, 2) if v is not None else None)
                                                       for k, v in results[d["name"]]["metrics"].items()})

@@ -32,6 +32,8 @@ ZEROSHOT_METRICS = (("top1", "top-1"),)
 SUMMARY_LABELS = {"zeroshot_top1": "zero-shot top-1 (%)", "retrieval_r1": "retrieval R@1 (%)",
                   "retrieval_r5": "retrieval R@5 (%)"}
 REL_COLUMN = "avg. rel. improvement vs + Last (%)"
+COMPARED = "compared with"
+GAIN = "Δ "
 VARIANT_KEYS: tuple[str, ...] = ("head", "layers", *VARIANT_RS_KEYS)
 
 
@@ -178,18 +180,52 @@ def _rel(value: float) -> str:
 
 
 def _titles(table: pd.DataFrame) -> list[str]:
-    fixed = {"encoders", "method", "head", "layers", "structure", "fraction", "n_train_pairs", "n_seeds", REL_COLUMN}
-    return [c for c in table.columns if c not in fixed and not c.endswith(" std")]
+    fixed = {"encoders", "method", "head", "layers", "structure", "fraction", "n_train_pairs", "n_seeds", REL_COLUMN,
+             COMPARED}
+    return [c for c in table.columns if c not in fixed and not c.endswith(" std") and not c.startswith(GAIN)]
+
+
+def add_gains(table: pd.DataFrame, gains: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """Add the paired gain over the row's counterpart (:mod:`.claims`) at the row's training size: columns
+    ``compared with`` and, per summary metric, ``Δ <metric>`` with ``Δ <metric> lo`` / ``hi`` (95 % CI)."""
+    out = table.copy()
+    out[COMPARED] = ""
+    for name in names:
+        out[f"{GAIN}{name}"] = math.nan
+        out[f"{GAIN}{name} lo"] = math.nan
+        out[f"{GAIN}{name} hi"] = math.nan
+    for i, r in out.iterrows():
+        g = gains[(gains.encoders == r.encoders) & (gains.variant == r.method) & (gains.n_train_pairs == r.n_train_pairs)]
+        for _, row in g.iterrows():
+            out.loc[i, COMPARED] = row.vs
+            out.loc[i, [f"{GAIN}{row.metric}", f"{GAIN}{row.metric} lo", f"{GAIN}{row.metric} hi"]] = [
+                row["mean"], row.lo, row.hi]
+    return out
+
+
+def _gain_cell(r: pd.Series, name: str) -> str:
+    mean, lo, hi = r[f"{GAIN}{name}"], r[f"{GAIN}{name} lo"], r[f"{GAIN}{name} hi"]
+    if not math.isfinite(mean):
+        return ""
+    return f"{mean:+.1f}" if not math.isfinite(lo) else f"{mean:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+
+
+def _gain_names(table: pd.DataFrame) -> list[str]:
+    return [c[len(GAIN):] for c in table.columns if c.startswith(GAIN) and not c.endswith((" lo", " hi"))]
 
 
 def table_markdown(table: pd.DataFrame) -> str:
-    """GitHub markdown of the main table (mean ± std over seeds)."""
-    titles = _titles(table)
+    """GitHub markdown of the main table (mean ± std over seeds; paired gains with their 95 % CI)."""
+    titles, gains = _titles(table), _gain_names(table)
     header = ["Encoders", "Method", "pairs", "seeds", *titles, REL_COLUMN]
+    if gains:
+        header += [COMPARED] + [f"Δ {SUMMARY_LABELS.get(g, g)} [95 % CI]" for g in gains]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
     for _, r in table.iterrows():
         cells = [r.encoders, r.method, str(r.n_train_pairs), str(r.n_seeds)]
         cells += [_cell(r[t], r[f"{t} std"], r.n_seeds) for t in titles] + [_rel(r[REL_COLUMN])]
+        if gains:
+            cells += [r[COMPARED] or "—"] + [_gain_cell(r, g) for g in gains]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -201,7 +201,8 @@ def _train_csa(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, device: torch
         losses = csa.refine(x, y, rs_lambda=cfg.rs_lambda, lambda_cca=cfg.csa_lambda_cca, tau=rs.pop("tau"),
                             levels=rs.pop("levels"), weighting=rs.pop("weighting"), epochs=cfg.csa_epochs,
                             lr=cfg.csa_lr, batch_size=cfg.csa_batch_size or cfg.batch_size, seed=cfg.seed,
-                            device=device, progress=progress, rs_options=_non_default_rs(rs))
+                            device=device, progress=progress, rs_options=_non_default_rs(rs),
+                            whiten_after=cfg.csa_whiten)
         history = [{"epoch": i, "train_loss": v, "lr": cfg.csa_lr} for i, v in enumerate(losses)]
     return TrainResult(aligner=csa.eval(), history=history, best_epoch=-1, lr=cfg.csa_lr if refine else 0.0,
                        lambda_at_best=float(cfg.rs_lambda))

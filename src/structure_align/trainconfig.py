@@ -38,7 +38,8 @@ class TrainConfig:
     The cosine schedule has ``T_max = t_max_epochs·max(N // batch_size, 1)`` steps and ``eta_min = 0``; PyTorch's
     ``CosineAnnealingLR`` is periodic, so with more than ``2·T_max`` steps the LR rises again, as released (§6.5).
     ``csa_*`` configure ``head="csa"`` (``csa_sim_dim = None`` -> ``min(dim, d_x, d_y)``; ``csa_batch_size = None``
-    -> ``batch_size``); CSA + R_S refinement runs when ``rs_lambda > 0``.
+    -> ``batch_size``); CSA + R_S refinement runs when ``rs_lambda > 0``; ``csa_whiten`` whitens the refined
+    projections as the released code intends (its whitening is a no-op, so ``False`` is the released behaviour).
     """
 
     head: str = "linear"
@@ -75,6 +76,7 @@ class TrainConfig:
     csa_epochs: int = 10
     csa_lr: float = 5e-4
     csa_batch_size: int | None = None
+    csa_whiten: bool = False
 
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))

@@ -19,10 +19,10 @@ SEEDS = [int(s) for s in config["training"]["seeds"]]
 
 
 wildcard_constraints:
+    **runs.WILDCARDS,
     dataset=r"[a-z0-9][a-z0-9_.+-]*",
     source=r"[a-z0-9][a-z0-9_.+-]*",
     encoder=runs.WILDCARDS["vision"],
-    **runs.WILDCARDS,
 
 
 def src_files(*names, wrapper=True):
@@ -36,7 +36,11 @@ def src_files(*names, wrapper=True):
         files += [f"{SRC}/cli.py", f"{SRC}/config.py", f"{SRC}/params.schema.yaml"]
     for name in names:
         path = Path(SRC) / name
-        files += sorted(map(str, path.rglob("*.py"))) if path.is_dir() else [f"{SRC}/{name}.py"]
+        files += (
+            sorted(map(str, path.rglob("*.py")))
+            if path.is_dir()
+            else [f"{SRC}/{name}.py"]
+        )
     return sorted(set(files))
 
 
@@ -62,7 +66,9 @@ def source_pin(wildcards):
 
 def grid_sources():
     """SOURCE.json of every source the main grid's datasets read (the `sources` target)."""
-    names = dict.fromkeys(s for d in runs.grid_datasets(config) for s in DATASETS[d].sources)
+    names = dict.fromkeys(
+        s for d in runs.grid_datasets(config) for s in DATASETS[d].sources
+    )
     return [f"resources/{name}/SOURCE.json" for name in names]
 
 
@@ -70,33 +76,55 @@ def manifest_inputs(wildcards):
     """What a manifest is built from: the acquired sources, or a user dataset's declared folder / file."""
     decl = USER_DATASETS.get(wildcards.dataset)
     if decl is not None:
-        return [decl[k] for k in ("root", "file", "image_root", "classnames_file") if decl.get(k)]
+        return [
+            decl[k]
+            for k in ("root", "file", "image_root", "classnames_file")
+            if decl.get(k)
+        ]
     return [f"resources/{s}/SOURCE.json" for s in DATASETS[wildcards.dataset].sources]
 
 
 def manifest_config(wildcards):
     """Builder options (+ the declaration of a user dataset) as canonical JSON (stable for the params trigger)."""
-    return json.dumps({"options": config["manifest"].get(wildcards.dataset, {}),
-                       "declaration": USER_DATASETS.get(wildcards.dataset)}, sort_keys=True)
+    return json.dumps(
+        {
+            "options": config["manifest"].get(wildcards.dataset, {}),
+            "declaration": USER_DATASETS.get(wildcards.dataset),
+        },
+        sort_keys=True,
+    )
 
 
 def grid_features():
     """Feature files the main grid needs: each dataset with each vision and each text encoder of the pairs."""
     encoders = runs.unique(config["encoders"]["vision"] + config["encoders"]["text"])
-    return [feature_path(d, runs.encoder_slug(e)) for d in runs.grid_datasets(config) for e in encoders]
+    return [
+        feature_path(d, runs.encoder_slug(e))
+        for d in runs.grid_datasets(config)
+        for e in encoders
+    ]
 
 
 def all_features():
     """Feature files of the features_all target: every listed encoder on every dataset of datasets.all."""
-    encoders = runs.unique(config["encoders"]["all_vision"] + config["encoders"]["all_text"])
-    return [feature_path(d, runs.encoder_slug(e)) for d in config["datasets"]["all"] for e in encoders]
+    encoders = runs.unique(
+        config["encoders"]["all_vision"] + config["encoders"]["all_text"]
+    )
+    return [
+        feature_path(d, runs.encoder_slug(e))
+        for d in config["datasets"]["all"]
+        for e in encoders
+    ]
 
 
 def train_features(modality):
     """Input function: training-pool features of one side of the pair, in datasets.train order."""
 
     def inputs(wildcards):
-        return [feature_path(d, getattr(wildcards, modality)) for d in config["datasets"]["train"]]
+        return [
+            feature_path(d, getattr(wildcards, modality))
+            for d in config["datasets"]["train"]
+        ]
 
     return inputs
 
@@ -105,7 +133,10 @@ def eval_features(modality):
     """Input function: evaluation features of one side of the pair, in evaluation order."""
 
     def inputs(wildcards):
-        return [feature_path(d, getattr(wildcards, modality)) for d in runs.eval_datasets(config)]
+        return [
+            feature_path(d, getattr(wildcards, modality))
+            for d in runs.eval_datasets(config)
+        ]
 
     return inputs
 
@@ -129,8 +160,11 @@ def group_runs(wildcards):
 
 
 def train_config(wildcards):
-    """The params blocks a train job reads, as canonical JSON (csa only for CSA runs)."""
+    """The params blocks a train job reads, as canonical JSON (csa only for CSA runs, layers only where the Similar
+    pair is scored per run)."""
     blocks = {"training": config["training"], "structure": config["structure"]}
+    if wildcards.layers == "similar" and config["layers"].get("scope") == "subsample":
+        blocks["layers"] = config["layers"]
     if wildcards.head == "csa":
         blocks["csa"] = config.get("csa") or {}
     return json.dumps(blocks, sort_keys=True)
@@ -139,8 +173,18 @@ def train_config(wildcards):
 def eval_records(wildcards):
     """Evaluation datasets as JSON records (feature files, manifest, test split only for training datasets)."""
     train = set(config["datasets"]["train"])
-    return json.dumps([{"name": d, "vision": feature_path(d, wildcards.vision), "text": feature_path(d, wildcards.text),
-                        "manifest": manifest_path(d), "test_split": d in train} for d in runs.eval_datasets(config)])
+    return json.dumps(
+        [
+            {
+                "name": d,
+                "vision": feature_path(d, wildcards.vision),
+                "text": feature_path(d, wildcards.text),
+                "manifest": manifest_path(d),
+                "test_split": d in train,
+            }
+            for d in runs.eval_datasets(config)
+        ]
+    )
 
 
 def run_files(name):
@@ -154,11 +198,26 @@ def report_outputs():
 def report_config():
     """Table rows (label + path values, params order), datasets and summary metrics for the aggregation."""
     variants = [{"label": v.label, **v.values()} for v in runs.variants(config)]
-    return json.dumps({"variants": variants, "retrieval": config["datasets"]["retrieval"],
-                       "zeroshot": config["datasets"]["zeroshot"],
-                       "summary_metrics": config["report"]["summary_metrics"]})
+    d, t = config["datasets"], config["training"]
+    condition = (
+        f"trained on {'+'.join(d['train'])}; zero-shot on {', '.join(d['zeroshot'])}; retrieval on "
+        f"{', '.join(d['retrieval'])}; selection on {t.get('select_on', 'total')}"
+        f"{' after the warm-up' if t.get('select_after_warmup') else ''}"
+    )
+    return json.dumps(
+        {
+            "variants": variants,
+            "retrieval": d["retrieval"],
+            "zeroshot": d["zeroshot"],
+            "summary_metrics": config["report"]["summary_metrics"],
+            "condition": condition,
+        }
+    )
 
 
 def heatmaps():
-    return [f"{RESULTS}/figures/layers_{runs.pair_name(v, t)}.{ext}" for v, t in runs.encoder_pairs(config)
-            for ext in ("png", "pdf")]
+    return [
+        f"{RESULTS}/figures/layers_{runs.pair_name(v, t)}.{ext}"
+        for v, t in runs.encoder_pairs(config)
+        for ext in ("png", "pdf")
+    ]

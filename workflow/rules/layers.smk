@@ -17,8 +17,14 @@ rule score_layers:
         f"{RESULTS}/benchmarks/score_layers/{{vision}}__{{text}}.tsv"
     threads: 2
     params:
-        config=json.dumps({"layers": config["layers"], "val_fraction": config["training"]["val_fraction"],
-                           "val_seed": config["training"]["val_seed"]}, sort_keys=True),
+        config=json.dumps(
+            {
+                "layers": config["layers"],
+                "val_fraction": config["training"]["val_fraction"],
+                "val_seed": config["training"]["val_seed"],
+            },
+            sort_keys=True,
+        ),
     shell:
         "python -m structure_align score-layers --vision-features {input.vision} --text-features {input.text} "
         "--manifests {input.manifests} --config {params.config:q} --threads {threads} "

@@ -4,7 +4,7 @@
 rule aggregate:
     input:
         metrics=run_files("metrics.json"),
-        code=src_files("report", "tables", "figures", "runs"),
+        code=src_files("report", "tables", "figures", "claims", "stats", "runs"),
     output:
         report_outputs(),
     log:

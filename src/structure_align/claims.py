@@ -1,0 +1,187 @@
+"""Paired comparisons between table rows (docs/method.md §8): per-seed gains with 95 % CIs, the claims table and the
+data-utility factor.
+
+Every comparison pairs two variants of the same encoder pair and head at the same training size seed by seed (same
+subsample, same validation split, same initialisation seed), see :mod:`.stats`. The compared row of a variant is its
+*counterpart*: a variant with R_S is compared with the same head and layer choice without R_S; "Similar" without
+R_S is compared with "Last" without R_S. Summary metrics are the per-seed means over the datasets of a kind
+(``zeroshot_top1``: zero-shot top-1 over the zero-shot sets; ``retrieval_r1``: I2T and T2I R@1 over the retrieval
+sets), so a gain is in percentage points of that mean.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from .stats import PairedDifference, data_utility, paired_difference
+
+GAIN_COLUMNS = ["encoders", "variant", "vs", "head", "n_train_pairs", "metric", "mean", "lo", "hi", "std", "n",
+                "p_value"]
+
+
+def counterpart(variant: Mapping[str, Any], variants: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The row ``variant`` is compared with (module docstring), or None (a baseline "Last" row, or no such row)."""
+    if str(variant["lambda"]) != "0":
+        want = (variant["head"], variant["layers"])
+    elif variant["layers"] == "similar":
+        want = (variant["head"], "last")
+    else:
+        return None
+    for other in variants:
+        if (other["head"], other["layers"]) == want and str(other["lambda"]) == "0":
+            return other
+    return None
+
+
+def _seed_values(summary: pd.DataFrame, encoders: str, label: str, n: int, metric: str) -> pd.Series:
+    sel = summary[(summary.encoders == encoders) & (summary.variant == label) & (summary.n_train_pairs == n)]
+    return sel.groupby("seed")[metric].mean()
+
+
+def paired_gain(summary: pd.DataFrame, encoders: str, label: str, base: str, n: int, metric: str) -> PairedDifference:
+    """``label - base`` per seed at ``n`` training pairs (seeds present in both)."""
+    a, b = _seed_values(summary, encoders, base, n, metric), _seed_values(summary, encoders, label, n, metric)
+    seeds = sorted(set(a.index) & set(b.index))
+    if not seeds:
+        raise ValueError(f"no common seeds of {label!r} and {base!r} at n={n} ({encoders})")
+    return paired_difference(a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy())
+
+
+def gains_table(summary: pd.DataFrame, variants: Sequence[Mapping[str, Any]], names: Sequence[str]) -> pd.DataFrame:
+    """Every variant with a counterpart, at every training size and summary metric: the paired gain and its CI."""
+    rows = []
+    for encoders in dict.fromkeys(summary.encoders):
+        for v in variants:
+            base = counterpart(v, variants)
+            if base is None:
+                continue
+            sizes = sorted(summary[(summary.encoders == encoders) & (summary.variant == v["label"])]
+                           .n_train_pairs.unique())
+            for n in sizes:
+                for metric in (m for m in names if m in summary.columns):
+                    d = paired_gain(summary, encoders, v["label"], base["label"], int(n), metric)
+                    rows.append({"encoders": encoders, "variant": v["label"], "vs": base["label"], "head": v["head"],
+                                 "n_train_pairs": int(n), "metric": metric, "mean": d.mean, "lo": d.lo, "hi": d.hi,
+                                 "std": d.std, "n": d.n, "p_value": d.p_value})
+    return pd.DataFrame(rows, columns=GAIN_COLUMNS)
+
+
+def _label(variants: Sequence[Mapping[str, Any]], head: str, layers: str, rs: bool) -> str | None:
+    for v in variants:
+        if v["head"] == head and v["layers"] == layers and (str(v["lambda"]) != "0") == rs:
+            return str(v["label"])
+    return None
+
+
+def _claim_row(cid: str, claim: str, comparison: str, metric: str, n: int | str, d: PairedDifference,
+               condition: str) -> dict[str, Any]:
+    return {"id": cid, "claim": claim, "comparison": comparison, "metric": metric, "n_train_pairs": n,
+            "seeds": d.n, "effect": d.mean, "ci_lo": d.lo, "ci_hi": d.hi, "p_value": d.p_value,
+            "verdict": d.verdict(), "condition": condition}
+
+
+def claims_table(summary: pd.DataFrame, variants: Sequence[Mapping[str, Any]], names: Sequence[str],
+                 condition: str) -> pd.DataFrame:
+    """One row per paper claim (x summary metric x head where the claim is per head), measured on this run.
+
+    C1 R_S improves over no R_S at small N (Linear, Similar, smallest N); C2 Similar >= Last (Linear, largest N);
+    C3 the R_S gain shrinks as N grows (per-seed gain at the smallest minus at the largest N); C4 R_S helps every
+    head (Similar + R_S vs Similar at the smallest N, one row per head). ``condition`` names encoders and data.
+    """
+    rows: list[dict[str, Any]] = []
+    metrics = [m for m in names if m in summary.columns]
+    for encoders in dict.fromkeys(summary.encoders):
+        sizes = sorted(summary[summary.encoders == encoders].n_train_pairs.unique())
+        small, large = int(sizes[0]), int(sizes[-1])
+        cond = f"{encoders}; {condition}"
+        heads = list(dict.fromkeys(v["head"] for v in variants))
+        for metric in metrics:
+            rs, sim, last = (_label(variants, "linear", "similar", True), _label(variants, "linear", "similar", False),
+                             _label(variants, "linear", "last", False))
+            if rs and sim:
+                rows.append(_claim_row("C1", "R_S improves over no R_S at small N", f"{rs} - {sim}", metric, small,
+                                       paired_gain(summary, encoders, rs, sim, small, metric), cond))
+            if sim and last:
+                rows.append(_claim_row("C2", "Similar >= Last", f"{sim} - {last}", metric, large,
+                                       paired_gain(summary, encoders, sim, last, large, metric), cond))
+            if rs and sim and small != large:
+                g_small = _per_seed_gain(summary, encoders, rs, sim, small, metric)
+                g_large = _per_seed_gain(summary, encoders, rs, sim, large, metric)
+                seeds = sorted(set(g_small.index) & set(g_large.index))
+                d = paired_difference(g_large.loc[seeds].to_numpy(), g_small.loc[seeds].to_numpy())
+                rows.append(_claim_row("C3", "the R_S gain shrinks as N grows",
+                                       f"gain at N={small} - gain at N={large} ({rs} - {sim})", metric,
+                                       f"{small} vs {large}", d, cond))
+            for head in heads:
+                h_rs, h_sim = _label(variants, head, "similar", True), _label(variants, head, "similar", False)
+                if h_rs and h_sim:
+                    head_label = h_sim.split(" + ")[0]
+                    rows.append(_claim_row("C4", f"R_S helps every head ({head_label})", f"{h_rs} - {h_sim}", metric,
+                                           small, paired_gain(summary, encoders, h_rs, h_sim, small, metric), cond))
+    return pd.DataFrame(rows)
+
+
+def _per_seed_gain(summary: pd.DataFrame, encoders: str, label: str, base: str, n: int, metric: str) -> pd.Series:
+    a, b = _seed_values(summary, encoders, base, n, metric), _seed_values(summary, encoders, label, n, metric)
+    return (b - a).dropna()
+
+
+def claims_markdown(claims: pd.DataFrame) -> str:
+    """The claims table as Markdown: effect in points with its 95 % CI, seeds, p-value and verdict."""
+    header = ["id", "claim", "comparison", "metric", "N", "seeds", "effect [95 % CI] (points)", "p", "verdict",
+              "condition"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    for _, r in claims.iterrows():
+        d = PairedDifference(r.effect, r.ci_lo, r.ci_hi, math.nan, int(r.seeds), r.p_value)
+        p = "n/a" if not math.isfinite(r.p_value) else f"{r.p_value:.3f}"
+        lines.append("| " + " | ".join([r.id, r.claim, r.comparison, r.metric, str(r.n_train_pairs), str(r.seeds),
+                                        d.format(), p, f"**{r.verdict}**", r.condition]) + " |")
+    note = ("\nVerdicts: supported = the 95 % CI of the paired per-seed difference lies above 0; not supported = it "
+            "lies at or below 0; inconclusive = it contains 0. C3 compares the gain at the smallest N with the gain "
+            "at the largest N (positive = the gain shrinks).\n")
+    return "\n".join(lines) + "\n" + note
+
+
+def utility_table(summary: pd.DataFrame, variants: Sequence[Mapping[str, Any]], names: Sequence[str]) -> pd.DataFrame:
+    """Data-utility factor of every R_S variant against its counterpart, per summary metric (:func:`data_utility`)."""
+    rows = []
+    for encoders in dict.fromkeys(summary.encoders):
+        for v in variants:
+            base = counterpart(v, variants)
+            if base is None or str(v["lambda"]) == "0":
+                continue
+            for metric in (m for m in names if m in summary.columns):
+                b = _curve(summary, encoders, base["label"], metric)
+                r = _curve(summary, encoders, v["label"], metric)
+                needed, factor = data_utility(b.index, b.to_numpy(), r.index, r.to_numpy())
+                reached_at_min = math.isfinite(needed) and needed == float(r.index.min())
+                rows.append({"encoders": encoders, "variant": v["label"], "vs": base["label"], "metric": metric,
+                             "baseline_n": int(b.index.max()), "baseline_score": float(b.iloc[-1]),
+                             "n_needed": needed, "factor": factor,
+                             "note": ("not reached" if not math.isfinite(needed) else
+                                      "reached at the smallest size (factor is a lower bound)" if reached_at_min
+                                      else "interpolated on log N")})
+    return pd.DataFrame(rows)
+
+
+def _curve(summary: pd.DataFrame, encoders: str, label: str, metric: str) -> pd.Series:
+    sel = summary[(summary.encoders == encoders) & (summary.variant == label)]
+    return sel.groupby("n_train_pairs")[metric].mean().sort_index()
+
+
+def utility_markdown(table: pd.DataFrame) -> str:
+    """The data-utility table as Markdown."""
+    header = ["Encoders", "Variant", "vs", "metric", "baseline N", "baseline score", "N needed", "factor", "note"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    for _, r in table.iterrows():
+        needed = "—" if not math.isfinite(r.n_needed) else f"{r.n_needed:.0f}"
+        factor = "—" if not math.isfinite(r.factor) else f"{r.factor:.2f}×"
+        lines.append("| " + " | ".join([r.encoders, r.variant, r.vs, r.metric, str(r.baseline_n),
+                                        f"{r.baseline_score:.1f}", needed, factor, r.note]) + " |")
+    note = ("\nfactor = baseline N / N needed: how many times fewer pairs the R_S variant needs to reach the "
+            "baseline's mean score at the baseline's largest N (seed means, linear interpolation on log N).\n")
+    return "\n".join(lines) + "\n" + note

@@ -1,0 +1,68 @@
+"""Claims, paired gains and data utility from a synthetic summary (docs/method.md §8)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from structure_align.claims import claims_markdown, claims_table, counterpart, gains_table, utility_table
+from structure_align.runs import Variant
+
+RS = {"lambda": 10.0, "levels": 1, "tau": 0.05, "weighting": "none", "distance": "cosine"}
+VARIANTS = [{"label": v.label, **v.values()} for v in (
+    Variant.make("linear", "last", None), Variant.make("linear", "similar", None),
+    Variant.make("linear", "similar", RS), Variant.make("csa", "similar", None), Variant.make("csa", "similar", RS))]
+SEEDS = (1, 2, 3, 4, 5)
+
+
+def _summary() -> pd.DataFrame:
+    """Linear + Similar + R_S gains 1..5 points at N=50 (by seed) and exactly 1 at N=500; CSA + R_S loses 2."""
+    rows = []
+    for n in (50, 500):
+        for s in SEEDS:
+            base = 10.0 * s + (0 if n == 50 else 20)  # large seed-to-seed spread, cancelled by pairing
+            values = {"Linear + Last": base - 1, "Linear + Similar": base,
+                      "Linear + Similar + R_S": base + (s if n == 50 else 1.0),
+                      "CSA + Similar": base, "CSA + Similar + R_S": base - 2.0}
+            for label, v in values.items():
+                rows.append({"encoders": "v + t", "variant": label, "fraction": n / 500, "n_train_pairs": n,
+                             "seed": s, "zeroshot_top1": v})
+    return pd.DataFrame(rows)
+
+
+def test_counterparts() -> None:
+    labels = {v["label"]: v for v in VARIANTS}
+    assert counterpart(labels["Linear + Similar + R_S"], VARIANTS)["label"] == "Linear + Similar"
+    assert counterpart(labels["Linear + Similar"], VARIANTS)["label"] == "Linear + Last"
+    assert counterpart(labels["Linear + Last"], VARIANTS) is None
+    assert counterpart(labels["CSA + Similar"], VARIANTS) is None  # no CSA + Last row here
+
+
+def test_gains_and_claims() -> None:
+    summary = _summary()
+    gains = gains_table(summary, VARIANTS, ["zeroshot_top1"])
+    g = gains[(gains.variant == "Linear + Similar + R_S") & (gains.n_train_pairs == 50)].iloc[0]
+    half = 2.7764451052 * math.sqrt(2.5) / math.sqrt(5)
+    assert (g["mean"], g.lo, g.hi, g.n) == pytest.approx((3.0, 3.0 - half, 3.0 + half, 5))
+    claims = claims_table(summary, VARIANTS, ["zeroshot_top1"], "toy data").set_index(["id", "claim"])
+    c1 = claims.loc[("C1", "R_S improves over no R_S at small N")]
+    assert c1.verdict == "supported" and c1.effect == pytest.approx(3.0) and c1.n_train_pairs == 50
+    c2 = claims.loc[("C2", "Similar >= Last")]
+    assert c2.verdict == "supported" and c2.effect == pytest.approx(1.0) and c2.n_train_pairs == 500
+    c3 = claims.loc[("C3", "the R_S gain shrinks as N grows")]
+    assert c3.effect == pytest.approx(2.0) and c3.verdict == "supported"  # gains 1..5 at N=50 vs 1 at N=500
+    c4 = claims.loc[("C4", "R_S helps every head (CSA)")]
+    assert c4.verdict == "not supported" and c4.effect == pytest.approx(-2.0)
+    assert "**not supported**" in claims_markdown(claims.reset_index()) and "v + t; toy data" in c4.condition
+
+
+def test_utility_table() -> None:
+    table = utility_table(_summary(), VARIANTS, ["zeroshot_top1"]).set_index("variant")
+    # baseline Linear + Similar at N=500: mean 50; R_S curve: 33 at N=50, 51 at N=500 -> interpolated on log N
+    row = table.loc["Linear + Similar + R_S"]
+    t = (50.0 - 33.0) / (51.0 - 33.0)
+    needed = math.exp(math.log(50) + t * (math.log(500) - math.log(50)))
+    assert row.n_needed == pytest.approx(needed) and row.factor == pytest.approx(500 / needed)
+    assert table.loc["CSA + Similar + R_S"].note == "not reached"
