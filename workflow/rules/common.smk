@@ -162,7 +162,15 @@ def group_runs(wildcards):
 def train_config(wildcards):
     """The params blocks a train job reads, as canonical JSON (csa only for CSA runs, layers only where the Similar
     pair is scored per run)."""
-    blocks = {"training": config["training"], "structure": config["structure"]}
+    structure = config["structure"]
+    if wildcards.lam == "0":
+        # a run without R_S reads only the profile-wide keys (warm-up, ...): a change of lambda, levels, tau,
+        # weighting or distance must not rerun the baselines
+        structure = {k: v for k, v in structure.items() if k not in runs.VARIANT_RS_KEYS}
+    # the grid lists are not read by the job (its runs are its output folders): adding a size or seed must not
+    # rerun the existing groups
+    training = {k: v for k, v in config["training"].items() if k not in ("fractions", "sizes", "seeds")}
+    blocks = {"training": training, "structure": structure}
     if wildcards.layers == "similar" and config["layers"].get("scope") == "subsample":
         blocks["layers"] = config["layers"]
     if wildcards.head == "csa":
