@@ -1,4 +1,4 @@
-"""Throughput and peak memory of ``extract_features`` against a bare forward pass (docs/encoders.md "Performance").
+"""Throughput and peak memory of ``extract_features`` against a bare forward pass (docs/benchmarks.md "Feature extraction").
 
 Two paths are compared on the same images at the same batch size:
 

@@ -1,4 +1,4 @@
-"""Feature extraction and the feature-file format (docs/DESIGN.md "Feature file") on tiny random models."""
+"""Feature extraction and the feature-file format (docs/encoders.md "Feature file") on tiny random models."""
 
 from __future__ import annotations
 

@@ -161,7 +161,7 @@ def test_parameter_change_reruns_only_train_evaluate_aggregate(smoke: Path, tmp_
 def test_lint_reports_only_the_documented_conda_suggestion() -> None:
     proc = _run([str(BIN / "snakemake"), "--lint"], ROOT, check=False)
     bullets = [line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip().startswith("* ")]
-    assert bullets, "expected the conda/container suggestion (README: Software environment)"
+    assert bullets, 'expected the conda/container suggestion (docs/workflow.md "Software environment")'
     assert all(b.startswith("* Specify a conda environment or container") for b in bullets), bullets
 
 

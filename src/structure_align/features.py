@@ -67,7 +67,7 @@ class FeatureSet:
         return [int(t.shape[1]) for t in self.layers]
 
     def layer(self, index: int) -> torch.Tensor:
-        """One layer by index (negative indices count from the last layer, docs/method.md §2 "Layer indices")."""
+        """One layer by index (negative indices count from the last layer, docs/method.md §2)."""
         return self.layers[index]
 
 
