@@ -11,8 +11,6 @@ configfile: "params.yaml"
 
 # validates params (schema + registry names, key-naming messages) before any job is planned
 include: "workflow/rules/common.smk"
-
-
 include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/layers.smk"

@@ -119,12 +119,14 @@ def test_module_map_lists_every_module() -> None:
     assert listed == on_disk, f"missing: {sorted(on_disk - listed)}; no such module: {sorted(listed - on_disk)}"
 
 
-def test_readme_results_block_is_the_committed_table() -> None:
+def test_readme_results_blocks_are_the_committed_tables() -> None:
+    """Each ``<!-- results: begin <path> -->`` block of the README is a verbatim copy of that generated file."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    m = re.search(r"<!-- results: begin[^>]*-->\n(.*?)<!-- results: end -->", readme, flags=re.DOTALL)
-    assert m, "README.md lacks the results block"
-    table = (ROOT / "results" / "tables" / "main.md").read_text(encoding="utf-8")
-    assert m.group(1).strip() == table.strip(), "copy results/tables/main.md into README.md between the markers"
+    blocks = re.findall(r"<!-- results: begin (\S+)[^>]*-->\n(.*?)<!-- results: end -->", readme, flags=re.DOTALL)
+    assert blocks, "README.md lacks the results blocks"
+    for rel, body in blocks:
+        table = (ROOT / rel).read_text(encoding="utf-8")
+        assert body.strip() == table.strip(), f"copy {rel} into README.md between its markers"
 
 
 def test_every_params_block_is_documented() -> None:

@@ -185,3 +185,39 @@ def utility_markdown(table: pd.DataFrame) -> str:
     note = ("\nfactor = baseline N / N needed: how many times fewer pairs the R_S variant needs to reach the "
             "baseline's mean score at the baseline's largest N (seed means, linear interpolation on log N).\n")
     return "\n".join(lines) + "\n" + note
+
+
+def headline_markdown(summary: pd.DataFrame, gains: pd.DataFrame, variants: Sequence[Mapping[str, Any]],
+                      names: Sequence[str]) -> str:
+    """Compact table for the README: per encoder pair, variant and the smallest / largest training size, each
+    summary metric as mean ± std over seeds and the paired gain over the row's counterpart with its 95 % CI."""
+    from .tables import SUMMARY_LABELS
+
+    metrics = [m for m in names if m in summary.columns]
+    header = ["Encoders", "Method", "N", "seeds"]
+    for m in metrics:
+        header += [SUMMARY_LABELS.get(m, m), "Δ [95 % CI]"]
+    header.append("compared with")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 3) + ["---"])
+             + "|"]
+    for encoders in dict.fromkeys(summary.encoders):
+        sizes = sorted(summary[summary.encoders == encoders].n_train_pairs.unique())
+        for n in dict.fromkeys([sizes[0], sizes[-1]]):
+            for v in variants:
+                sel = summary[(summary.encoders == encoders) & (summary.variant == v["label"])
+                              & (summary.n_train_pairs == n)]
+                if sel.empty:
+                    continue
+                base = counterpart(v, variants)
+                cells = [encoders, str(v["label"]), str(int(n)), str(sel.seed.nunique())]
+                for m in metrics:
+                    std = float(sel[m].std(ddof=1)) if len(sel) > 1 else 0.0
+                    cells.append(f"{sel[m].mean():.1f} ± {std:.1f}")
+                    g = gains[(gains.encoders == encoders) & (gains.variant == v["label"])
+                              & (gains.n_train_pairs == n) & (gains.metric == m)]
+                    cells.append("—" if g.empty else PairedDifference(
+                        g["mean"].iloc[0], g.lo.iloc[0], g.hi.iloc[0], math.nan, int(g.n.iloc[0]), math.nan)
+                        .format(1))
+                cells.append(str(base["label"]) if base is not None else "—")
+                lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

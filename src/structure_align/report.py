@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from .claims import claims_markdown, claims_table, gains_table, utility_markdown, utility_table
+from .claims import claims_markdown, claims_table, gains_table, headline_markdown, utility_markdown, utility_table
 from .figures import plot_layer_heatmap, plot_scaling, save_figure
 from .io import write_text_atomic
 from .tables import (
@@ -42,7 +42,7 @@ def output_files(results_dir: str) -> dict[str, str]:
             "scaling_csv": f"{tables}/scaling.csv", "summary_csv": f"{tables}/scaling_summary.csv",
             "gains_csv": f"{tables}/gains.csv", "claims_csv": f"{tables}/claims.csv",
             "claims_md": f"{tables}/claims.md", "utility_csv": f"{tables}/data_utility.csv",
-            "utility_md": f"{tables}/data_utility.md",
+            "utility_md": f"{tables}/data_utility.md", "headline_md": f"{tables}/headline.md",
             "scaling_png": f"{figures}/scaling.png", "scaling_pdf": f"{figures}/scaling.pdf",
             "metrics": f"{results_dir}/metrics.json"}
 
@@ -78,6 +78,7 @@ def aggregate(runs: Sequence[str | os.PathLike], *, results_dir: str, variants: 
     write_text_atomic(out["claims_md"], claims_markdown(claims))
     write_text_atomic(out["utility_csv"], utility.to_csv(index=False, float_format="%.4f"))
     write_text_atomic(out["utility_md"], utility_markdown(utility))
+    write_text_atomic(out["headline_md"], headline_markdown(summary, gains, variants, names))
     plot_scaling(summary, names, out["scaling_png"], out["scaling_pdf"], gains=gains)
     write_text_atomic(out["metrics"], json.dumps(dvc_metrics(table, summary, names), indent=2, sort_keys=True) + "\n")
     log.info("aggregated %d runs into %d table rows", len(runs), len(table))

@@ -87,12 +87,16 @@ def train_runs(run_dirs: Sequence[str | Path], params: Mapping[str, Any], vision
     pool = load_pair_pool(vision_paths, text_paths, manifests)
     dev = resolve_device(device)
     training = params["training"]
+    scored: dict[bytes, tuple[int, int, float]] = {}
     for run_dir, spec, cfg in zip(run_dirs, specs, configs):
         start = time.perf_counter()
         sub, val_rows = run_rows(pool.n, spec.size, spec.seed, float(training["val_fraction"]),
                                  int(training["val_seed"]))
         if spec.variant.layers == "similar" and layers_cfg.get("scope") == "subsample":
-            i, j, score = subsample_choice(pool, sub, layers_cfg)
+            key = sub.tobytes()  # the seeds of a fraction-1 group share their rows: score them once
+            if key not in scored:
+                scored[key] = subsample_choice(pool, sub, layers_cfg)
+            i, j, score = scored[key]
         else:
             i, j = layer_pair(spec.variant.layers, choice, str(choice_path))
             score = None
