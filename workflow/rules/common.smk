@@ -129,11 +129,10 @@ def group_runs(wildcards):
 
 
 def train_config(wildcards):
-    """The params blocks a train job reads, as canonical JSON (csa only for CSA runs)."""
-    blocks = {"training": config["training"], "structure": config["structure"]}
-    if wildcards.head == "csa":
-        blocks["csa"] = config.get("csa") or {}
-    return json.dumps(blocks, sort_keys=True)
+    """The params blocks a train job reads beyond its paths, as canonical JSON (runs.train_blocks: no grid or
+    path keys, so that a new lambda or fraction trains only the new runs)."""
+    spec = runs.RunSpec.from_path(group_runs(wildcards)[0])
+    return json.dumps(runs.train_blocks(config, spec), sort_keys=True)
 
 
 def eval_records(wildcards):
