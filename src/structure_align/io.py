@@ -174,8 +174,7 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]
     path = Path(path)
     with atomic_write(path) as tmp, open(tmp, "wb") as f:
         f.write(head)
-        for chunk in payload():
-            f.write(chunk)
+        f.writelines(payload())
     return path
 
 
