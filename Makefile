@@ -10,11 +10,14 @@ STAMP := $(VENV)/.install-stamp
 CORES ?= all
 # the rules call `python -m structure_align ...`: the venv must come first on PATH
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-SNAKEMAKE := snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
+# every target runs Snakemake under an OS-level lock (flock): a second concurrent run is refused, a Snakemake lock
+# left by a killed run is recognised as stale and removed (workflow/scripts/snakemake-locked, docs/reliability.md)
+SNAKEMAKE := workflow/scripts/snakemake-locked --workflow-profile workflow/profiles/default --cores $(CORES)
 SMOKE := --configfile workflow/configs/smoke.yaml
 DVC_REMOTE ?= $(CURDIR)/../structure-dvc-store
 
-.PHONY: help install reproduce reproduce-released reproduce-full smoke features-all test test-unit lint bench pull push remote dag clean-smoke
+.PHONY: help install reproduce reproduce-released reproduce-full smoke features-all test test-unit reliability lint \
+	bench pull push remote lock dag clean-smoke
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -55,6 +58,9 @@ test-unit: install  ## unit tests only (no end-to-end workflow run)
 test: install  ## unit tests + slow tests + the smoke workflow end to end (tests/test_workflow.py checks its table)
 	$(PY) -m pytest -q tests
 
+reliability: install  ## long reliability variants: 5 SIGKILLs of make smoke + a second run, byte-identical (RELIABILITY_TIME)
+	$(PY) -m pytest -q -m reliability tests/test_reliability.py
+
 lint:  ## snakemake --lint (only the documented conda/container suggestion remains) and snakefmt
 	snakemake --lint
 	snakefmt --check Snakefile workflow/rules
@@ -75,6 +81,12 @@ pull: install  ## dvc pull, acquire the pinned sources, then make Snakemake acce
 	dvc pull
 	$(SNAKEMAKE) sources
 	$(SNAKEMAKE) --touch
+
+# dvc.lock records the hashes of the code, params and outputs of both stages; a code change is released with a
+# fresh one (docs/reliability.md "dvc.lock"), so that `dvc status` on a clean clone reports no changed deps
+lock:  ## after `make reproduce` with changed code or params: rewrite dvc.lock (dvc commit -f), then commit it
+	dvc commit -f
+	dvc status
 
 dag:  ## the rule graph as SVG (needs graphviz `dot`)
 	snakemake --rulegraph | dot -Tsvg > results/rulegraph.svg

@@ -119,3 +119,14 @@ def toy_params(**overrides) -> dict:
     for block, values in overrides.items():
         params[block] = {**params.get(block, {}), **values}
     return params
+
+
+@pytest.fixture(scope="session")
+def smoke_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted smoke workflow run in a temporary copy of the repository, shared by the workflow tests
+    (tests/test_workflow.py checks its outputs, tests/test_reliability.py compares killed-and-rerun copies with it)."""
+    from test_workflow import RUN_TIMEOUT, SMOKE, _copy_repo, _snakemake
+
+    repo = _copy_repo(tmp_path_factory.mktemp("repo"))
+    _snakemake(repo, "--configfile", SMOKE, timeout=RUN_TIMEOUT)
+    return repo

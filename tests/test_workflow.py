@@ -3,7 +3,8 @@
 One module-scoped run of `snakemake --configfile workflow/configs/smoke.yaml` feeds the checks: the main table
 (rows, columns, finite numbers), the figures, the partial-rerun plan after a parameter change (from the dry-run job
 list), the linter, and a DVC push/pull round trip through a local remote followed by `snakemake --touch`.
-Acquired sources are shared with the repository's resources/ (symlink), so a second run downloads nothing.
+Acquired sources are shared with the repository's resources/ (linked file by file, `_link_resources`), so a second
+run downloads nothing and no copy can delete a shared file.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def _run(cmd: list[str], cwd: Path, timeout: int = 600, check: bool = True) -> s
 
 
 def _copy_repo(dest: Path) -> Path:
-    """Tracked and untracked-but-not-ignored files (the working tree as a fresh clone would see it)."""
+    """Tracked and untracked-but-not-ignored files (the working tree as a fresh clone would see it), with the
+    acquired sources shared (:func:`_link_resources`)."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
                            check=True).stdout.decode().split("\0")
     for rel in filter(None, files):
@@ -54,9 +56,35 @@ def _copy_repo(dest: Path) -> Path:
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
-    (ROOT / "resources").mkdir(exist_ok=True)
-    (dest / "resources").symlink_to(ROOT / "resources", target_is_directory=True)
+    _link_resources(dest)
     return dest
+
+
+def _link_resources(dest: Path) -> None:
+    """``dest/resources/<source>/``: links to the repository's acquired files plus a private ``SOURCE.json``.
+
+    The smoke config's sources are acquired into the repository's resources/ first (a no-op when present), so a
+    source is downloaded once for every copy. The private, freshly written ``SOURCE.json`` (the acquire rule's
+    output) makes the copy's Snakemake see acquisition as done, and whatever it deletes or rewrites (a killed or
+    failed job's outputs) stays inside the copy: the shared files are never touched.
+    """
+    from structure_align.config import dataset_specs, load_params
+    from structure_align.data import acquire
+    from structure_align.runs import grid_datasets
+
+    shared = ROOT / "resources"
+    conf = load_params(ROOT / "params.yaml", ROOT / SMOKE)
+    specs = dataset_specs(conf)
+    for name in dict.fromkeys(s for d in grid_datasets(conf) for s in specs[d].sources):
+        acquire(name, shared)
+    (dest / "resources").mkdir()
+    for source in sorted(p for p in shared.iterdir() if p.is_dir() and (p / "SOURCE.json").is_file()):
+        (dest / "resources" / source.name).mkdir()
+        for entry in source.iterdir():
+            if entry.name == "SOURCE.json":
+                shutil.copyfile(entry, dest / "resources" / source.name / entry.name)
+            else:
+                (dest / "resources" / source.name / entry.name).symlink_to(entry)
 
 
 def _snakemake(repo: Path, *args: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
@@ -80,10 +108,9 @@ def _job_counts(dry_run_output: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repo = _copy_repo(tmp_path_factory.mktemp("repo"))
-    _snakemake(repo, "--configfile", SMOKE, timeout=RUN_TIMEOUT)
-    return repo
+def smoke(smoke_repo: Path) -> Path:
+    """The session's smoke run (tests/conftest.py; tests/test_reliability.py compares with it too)."""
+    return smoke_repo
 
 
 def _smoke_config(repo: Path) -> dict:
@@ -266,3 +293,87 @@ def test_bad_user_dataset_is_refused_before_any_job(smoke: Path, tmp_path: Path)
     proc = _snakemake(smoke, "-n", "--replace-workflow-config", "--configfile", str(path), check=False)
     assert proc.returncode != 0
     assert "user_datasets.my_photos.root" in proc.stdout + proc.stderr
+
+
+# the DVC stages' outputs (dvc.yaml) and the smoke run's files that fill them
+DVC_OUTS = ("manifests", "images", "features", "layers", "runs", "tables", "figures", "metrics.json")
+
+
+def _make(repo: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """A Makefile target as a user runs it (`-o install`: the test environment is already installed)."""
+    env = _env()
+    env["PYTHONPATH"] = str(repo / "src")
+    proc = subprocess.run(["make", "-o", "install", *args], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise AssertionError(f"make {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-5000:]}\n"
+                             f"{proc.stderr[-5000:]}")
+    return proc
+
+
+def test_make_remote_push_fresh_clone_make_pull_then_nothing_to_do(smoke: Path, tmp_path: Path) -> None:
+    """The user's DVC path with the real dvc.yaml stages and Makefile targets, through a local remote.
+
+    A project whose params.yaml is the smoke config with results_dir `results` (the paths of dvc.yaml), holding the
+    session smoke run's outputs there: `make lock` records them in dvc.lock (committed), `make remote && make push`
+    uploads them; a fresh `git clone` then runs `make remote && make pull` and `snakemake -n` has nothing to do;
+    the pulled files are byte-identical and `dvc status` reports the pipeline up to date.
+    """
+    project = _copy_repo(tmp_path / "project")
+    conf = _smoke_config(smoke)
+    conf["results_dir"] = "results"
+    (project / "params.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
+    for name in DVC_OUTS:
+        src, dest = smoke / "results/smoke" / name, project / "results" / name
+        if dest.is_dir():
+            shutil.rmtree(dest)  # the committed default tables and figures
+        shutil.copytree(src, dest) if src.is_dir() else shutil.copy2(src, dest)
+    git = ["git", "-c", "user.name=ci", "-c", "user.email=ci@example.org"]
+    _run(["git", "init", "-q"], project)
+    _run(["git", "add", "-A"], project)
+    _run([*git, "commit", "-qm", "project"], project)
+    _make(project, "lock")
+    _run(["git", "add", "dvc.lock", "results"], project)
+    _run([*git, "commit", "-qm", "dvc.lock of the outputs"], project)
+    remote = tmp_path / "remote"
+    _make(project, "remote", f"DVC_REMOTE={remote}")
+    _make(project, "push")
+    assert any(remote.rglob("*")), "nothing was pushed"
+
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    _link_resources(clone)
+    assert not (clone / "results/features").exists()
+    _make(clone, "remote", f"DVC_REMOTE={remote}")
+    _make(clone, "pull", "CORES=2")
+    for path in sorted((project / "results/features").rglob("*.safetensors")):
+        assert (clone / path.relative_to(project)).read_bytes() == path.read_bytes(), path
+    proc = _snakemake(clone, "-n")
+    assert _job_counts(proc.stdout + proc.stderr) == {}, proc.stdout[-3000:]
+    status = json.loads(_run([str(BIN / "dvc"), "status", "--json"], clone).stdout or "{}")
+    assert status == {}, status
+
+
+def _dvc_status_problems(status: dict) -> list[str]:
+    """Changed code/workflow/params dependencies in `dvc status --json` (missing data and cache are allowed)."""
+    problems = []
+    for stage, entries in status.items():
+        for entry in entries if isinstance(entries, list) else []:
+            if not isinstance(entry, dict):
+                continue
+            for dep, state in (entry.get("changed deps") or {}).items():
+                if state != "deleted" or not dep.startswith("results/"):
+                    problems.append(f"{stage}: {dep} {state}")
+    return problems
+
+
+def test_dvc_lock_is_in_sync_with_the_committed_code(tmp_path: Path) -> None:
+    """On a clean clone of the committed tree, `dvc status` may report outputs missing from the cache, never a
+    changed code, workflow or params dependency: a code change is released with `make lock` (docs/reliability.md)."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(ROOT), str(clone)], tmp_path)
+    status = json.loads(_run([str(BIN / "dvc"), "status", "--json"], clone).stdout or "{}")
+    problems = _dvc_status_problems(status)
+    assert not problems, f"dvc.lock is stale (run `make reproduce && make lock` and commit dvc.lock): {problems}"

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .io import FileFormatError, read_safetensors_header, write_safetensors
+from .io import FileFormatError, read_safetensors_header, verify_safetensors, write_safetensors
 from .utils import resolve_device
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,14 @@ def _read_header(path: Path) -> tuple[dict[str, Any], int]:
         raise FeatureFileError(f"feature file {exc}") from None
 
 
+def _verify(path: Path) -> None:
+    """:func:`io.verify_safetensors` (content checksum) with the feature file's own error type."""
+    try:
+        verify_safetensors(path)
+    except FileFormatError as exc:
+        raise FeatureFileError(f"feature file {exc}") from None
+
+
 def feature_file_info(path: str | os.PathLike) -> dict[str, str]:
     """Metadata of a feature file, reading only its header (validates that the file is complete)."""
     path = Path(path)
@@ -111,11 +119,16 @@ def _expect(path: Path, meta: dict[str, str], key: str, expected: str | None) ->
 
 def load_features(path: str | os.PathLike, *, encoder: str | None = None, modality: str | None = None,
                   manifest_sha256: str | None = None, dataset: str | None = None) -> FeatureSet:
-    """Load a feature file; every given expectation must match its metadata (else :class:`FeatureFileError`)."""
+    """Load a feature file; every given expectation must match its metadata (else :class:`FeatureFileError`).
+
+    The whole file is checked against its content checksum first, so a truncated or bit-flipped file is refused
+    before any tensor is handed out.
+    """
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     meta = feature_file_info(path)
+    _verify(path)
     _expect(path, meta, "encoder", encoder)
     _expect(path, meta, "modality", modality)
     _expect(path, meta, "manifest_sha256", manifest_sha256)

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from .csa import CSA
-from .io import FileFormatError, read_safetensors_header, write_safetensors
+from .io import FileFormatError, verify_safetensors, write_safetensors
 from .utils import log
 
 FORMAT_VERSION = "1"
@@ -215,7 +215,10 @@ class HeadAligner(nn.Module):
 
 def _read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of an aligner file; a missing, truncated or corrupted file raises FileFormatError."""
-    header, _ = read_safetensors_header(path)  # size and header checked before any tensor is read
+    try:  # size, header and content checksum checked before any tensor is read
+        header, _ = verify_safetensors(path)
+    except FileFormatError as exc:
+        raise FileFormatError(f"aligner file {exc}") from None
     try:
         tensors = load_file(str(path))
     except Exception as exc:  # safetensors raises several types for corrupt payloads

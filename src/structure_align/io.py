@@ -3,8 +3,10 @@
 Every artifact of the package is written through this module, so that a reader (or a killed job) never sees a
 half-written file and the same content always gives the same bytes. safetensors files are written by a small
 streaming writer (tensors in a fixed order, metadata in insertion order) because the official writer orders the
-metadata by hash, which changes the bytes from run to run; they are read back with the official reader after
-:func:`read_safetensors_header` has checked that the file is complete.
+metadata by hash, which changes the bytes from run to run. Every file the writer produces carries a sha256 of its
+header and payload in the metadata key ``content_sha256``; :func:`verify_safetensors` checks it (and
+:func:`read_safetensors_header` the file size) before a loader hands out any tensor, so a truncated or bit-flipped
+file is refused with its name instead of feeding wrong numbers into a result (docs/reliability.md "Corruption").
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 import os
 import struct
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,8 @@ ST_DTYPES: dict[np.dtype, str] = {np.dtype(np.float32): "F32", np.dtype(np.float
                                   np.dtype(np.float64): "F64", np.dtype(np.int64): "I64"}
 ST_TO_NP: dict[str, np.dtype] = {v: k for k, v in ST_DTYPES.items()}
 _MAX_HEADER = 100 * 1024 * 1024
+# metadata key of the content checksum written by write_safetensors (sha256 of the canonical header + payload)
+CHECKSUM_KEY = "content_sha256"
 
 
 class FileFormatError(ValueError):
@@ -108,13 +112,9 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 # safetensors
 # ---------------------------------------------------------------------------------------------------------------
 
-def safetensors_header(tensors: Mapping[str, tuple[np.dtype, tuple[int, ...]]],
-                       metadata: Mapping[str, str]) -> tuple[bytes, list[str], int]:
-    """The serialised header for tensors given as ``name -> (dtype, shape)``.
-
-    Returns ``(header bytes incl. the 8-byte length prefix, tensor names in file order, payload size)``. 8-byte
-    dtypes come first, so every tensor is naturally aligned in the file.
-    """
+def _header_dict(tensors: Mapping[str, tuple[np.dtype, tuple[int, ...]]],
+                 metadata: Mapping[str, str]) -> tuple[dict[str, Any], list[str], int]:
+    """The header as a dict, tensor names in file order (8-byte dtypes first: aligned) and the payload size."""
     header: dict[str, Any] = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}}
     order = sorted(tensors, key=lambda n: (-np.dtype(tensors[n][0]).itemsize, n))
     offset = 0
@@ -125,9 +125,30 @@ def safetensors_header(tensors: Mapping[str, tuple[np.dtype, tuple[int, ...]]],
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         header[name] = {"dtype": ST_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
+    return header, order, offset
+
+
+def safetensors_header(tensors: Mapping[str, tuple[np.dtype, tuple[int, ...]]],
+                       metadata: Mapping[str, str]) -> tuple[bytes, list[str], int]:
+    """The serialised header for tensors given as ``name -> (dtype, shape)``.
+
+    Returns ``(header bytes incl. the 8-byte length prefix, tensor names in file order, payload size)``. 8-byte
+    dtypes come first, so every tensor is naturally aligned in the file.
+    """
+    header, order, size = _header_dict(tensors, metadata)
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % 8)
-    return struct.pack("<Q", len(raw)) + raw, order, offset
+    return struct.pack("<Q", len(raw)) + raw, order, size
+
+
+def _content_digest(header: Mapping[str, Any], chunks: Iterable[bytes | memoryview]) -> str:
+    """sha256 of the header (canonical JSON, without the checksum itself) followed by the payload bytes."""
+    meta = {k: v for k, v in (header.get("__metadata__") or {}).items() if k != CHECKSUM_KEY}
+    canonical = json.dumps({**header, "__metadata__": meta}, sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode("utf-8"))
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> Path:
@@ -136,18 +157,24 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]
     Layout (the safetensors spec): 8-byte little-endian header length, JSON header padded with spaces to a multiple
     of 8, then the raw little-endian bytes of the tensors back to back. Same arrays + metadata = same bytes.
     """
+    if CHECKSUM_KEY in metadata:
+        raise ValueError(f"metadata key {CHECKSUM_KEY!r} is reserved for the writer's content checksum")
     arrays = {name: np.ascontiguousarray(a) for name, a in tensors.items()}
     for name, arr in arrays.items():
         if arr.dtype not in ST_DTYPES:
             raise TypeError(f"tensor {name!r}: dtype {arr.dtype} is not supported by the safetensors writer")
-    head, order, _ = safetensors_header({n: (a.dtype, a.shape) for n, a in arrays.items()}, metadata)
+        arrays[name] = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+    shapes = {n: (a.dtype, a.shape) for n, a in arrays.items()}
+    bare, order, _ = _header_dict(shapes, metadata)
+
+    def payload() -> Iterator[memoryview]:
+        return (memoryview(arrays[n].reshape(-1)).cast("B") for n in order if arrays[n].nbytes)
+
+    head, _, _ = safetensors_header(shapes, {**metadata, CHECKSUM_KEY: _content_digest(bare, payload())})
     path = Path(path)
     with atomic_write(path) as tmp, open(tmp, "wb") as f:
         f.write(head)
-        for name in order:
-            arr = arrays[name].astype(arrays[name].dtype.newbyteorder("<"), copy=False)
-            if arr.nbytes:
-                f.write(memoryview(arr.reshape(-1)).cast("B"))
+        f.writelines(payload())
     return path
 
 
@@ -193,3 +220,24 @@ def read_safetensors_header(path: str | os.PathLike) -> tuple[dict[str, Any], in
         raise FileFormatError(f"{path}: truncated or padded file: {size} bytes on disk, header describes "
                               f"{8 + n + end}")
     return header, 8 + n
+
+
+def verify_safetensors(path: str | os.PathLike, chunk: int = 1 << 20) -> tuple[dict[str, Any], int]:
+    """:func:`read_safetensors_header`, then the content checksum (metadata ``content_sha256``) over the whole file.
+
+    A file without the checksum (written by another writer or an older version of the package) or whose header or
+    payload no longer matches it raises :class:`FileFormatError` naming the file. Returns ``(header, data_start)``.
+    """
+    header, start = read_safetensors_header(path)
+    meta = header.get("__metadata__")
+    expected = meta.get(CHECKSUM_KEY) if isinstance(meta, dict) else None
+    if not isinstance(expected, str):
+        raise FileFormatError(f"{path}: metadata key {CHECKSUM_KEY!r} is missing (not written by this package's "
+                              f"writer, or corrupted); delete the file and rerun the step that writes it")
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        actual = _content_digest(header, iter(lambda: fh.read(chunk), b""))
+    if actual != expected:
+        raise FileFormatError(f"{path}: corrupted file: its content does not match the checksum in metadata key "
+                              f"{CHECKSUM_KEY!r}; delete the file and rerun the step that writes it")
+    return header, start

@@ -246,8 +246,9 @@ def train_config(config: Mapping[str, Any], spec: RunSpec) -> TrainConfig:
     values: dict[str, Any] = {"head": spec.variant.head, "seed": int(spec.seed)}
     values.update({k: v for k, v in config["training"].items() if k not in GRID_KEYS})
     # profile-wide R_S keys (warm-up, centring, ...) reach every arm, so that a warm-up-based selection rule
-    # treats the runs without R_S alike; the variant's own block then decides whether R_S is on
-    values.update({f"rs_{k}": v for k, v in config["structure"].items()})
+    # treats the runs without R_S alike; the variant's own block (its path values) then decides whether R_S is on.
+    # The path keys of the global block never apply directly: a run depends only on its own path's values.
+    values.update({f"rs_{k}": v for k, v in config["structure"].items() if k not in VARIANT_RS_KEYS})
     structure = spec.variant.structure
     if structure is not None:
         values.update({f"rs_{k}": v for k, v in structure.items()})
@@ -259,6 +260,24 @@ def train_config(config: Mapping[str, Any], spec: RunSpec) -> TrainConfig:
         raise ValueError(f"params keys {unknown} have no TrainConfig field (training.<k> -> <k>, structure.<k> -> "
                          f"rs_<k>, csa.<k> -> csa_<k>)")
     return TrainConfig.from_dict(values)
+
+
+def train_blocks(config: Mapping[str, Any], spec: RunSpec) -> dict[str, Any]:
+    """The params blocks a run's training reads beyond its path: the train rule's ``params`` and the input of
+    :func:`train_config` (docs/reliability.md "Partial reruns").
+
+    ``training`` without the grid keys the path carries (fractions, sizes, seeds), ``structure`` without the
+    :data:`VARIANT_RS_KEYS` (the path has them), ``csa`` for CSA runs only, ``layers`` for Similar runs with ``layers.scope: subsample``. Changing ``structure.lambda`` thus
+    changes the paths of the R_S runs and nothing that the runs without R_S depend on, so only new runs are trained.
+    """
+    training = {k: v for k, v in config["training"].items() if k not in ("fractions", "sizes", "seeds")}
+    blocks: dict[str, Any] = {"training": training,
+                              "structure": {k: v for k, v in config["structure"].items() if k not in VARIANT_RS_KEYS}}
+    if spec.variant.head == "csa":
+        blocks["csa"] = dict(config.get("csa") or {})
+    if spec.variant.layers == "similar" and config.get("layers", {}).get("scope") == "subsample":
+        blocks["layers"] = dict(config["layers"])  # "Similar" is scored on the run's own rows
+    return blocks
 
 
 def unique(items: Sequence[str]) -> list[str]:

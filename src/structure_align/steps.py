@@ -159,9 +159,10 @@ def evaluate_runs(run_dirs: Sequence[str | Path], datasets: Sequence[Mapping[str
     dev = resolve_device(device)
     raw = bool(evaluation.get("csa_raw_prototypes", False))
     sets = [load_eval_set(d["vision"], d["text"], d["manifest"], test_split=bool(d["test_split"])) for d in datasets]
-    for run_dir, spec in zip(run_dirs, specs):
-        info = read_json(Path(run_dir) / "train.json", "train record")
-        aligner = load_aligner(Path(run_dir) / "heads.safetensors", device=dev)
+    # every input of every run is read (and checked) before the first metrics.json is written
+    infos = [read_json(Path(run_dir) / "train.json", "train record") for run_dir in run_dirs]
+    aligners = [load_aligner(Path(run_dir) / "heads.safetensors", device=dev) for run_dir in run_dirs]
+    for run_dir, spec, info, aligner in zip(run_dirs, specs, infos, aligners):
         results = {}
         for d, es in zip(datasets, sets):
             results[d["name"]] = evaluate_set(aligner, es, int(info["vision_layer"]), int(info["text_layer"]),

@@ -7,15 +7,22 @@ import os
 import random
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("structure_align")
+
+# numpy and torch are imported where they are used, so that `python -m structure_align acquire|manifest` (whose
+# CLI imports this module for logging) does not pay for importing torch
 
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch so that the same params give the same numbers on CPU."""
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
@@ -23,6 +30,8 @@ def seed_everything(seed: int) -> None:
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """Map ``auto|cpu|cuda|cuda:N`` to a torch device; ``auto`` picks CUDA when it is available."""
+    import torch
+
     if isinstance(device, torch.device):
         return device
     if device == "auto":

@@ -160,22 +160,10 @@ def group_runs(wildcards):
 
 
 def train_config(wildcards):
-    """The params blocks a train job reads, as canonical JSON (csa only for CSA runs, layers only where the Similar
-    pair is scored per run)."""
-    structure = config["structure"]
-    if wildcards.lam == "0":
-        # a run without R_S reads only the profile-wide keys (warm-up, ...): a change of lambda, levels, tau,
-        # weighting or distance must not rerun the baselines
-        structure = {k: v for k, v in structure.items() if k not in runs.VARIANT_RS_KEYS}
-    # the grid lists are not read by the job (its runs are its output folders): adding a size or seed must not
-    # rerun the existing groups
-    training = {k: v for k, v in config["training"].items() if k not in ("fractions", "sizes", "seeds")}
-    blocks = {"training": training, "structure": structure}
-    if wildcards.layers == "similar" and config["layers"].get("scope") == "subsample":
-        blocks["layers"] = config["layers"]
-    if wildcards.head == "csa":
-        blocks["csa"] = config.get("csa") or {}
-    return json.dumps(blocks, sort_keys=True)
+    """The params blocks a train job reads beyond its paths, as canonical JSON (runs.train_blocks: no grid or
+    path keys, so that a new lambda or fraction trains only the new runs)."""
+    spec = runs.RunSpec.from_path(group_runs(wildcards)[0])
+    return json.dumps(runs.train_blocks(config, spec), sort_keys=True)
 
 
 def eval_records(wildcards):
