@@ -38,7 +38,7 @@ def cmd_acquire(args: argparse.Namespace) -> None:
     """Fetch one pinned source into ``resources/<source>/``."""
     from .data import acquire
 
-    acquire(args.source, args.resources_dir)
+    acquire(args.source, args.resources_dir, mirror=args.mirror or None, downloads=args.downloads)
 
 
 def cmd_manifest(args: argparse.Namespace) -> None:
@@ -126,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log", default=None, help="also append log lines to this file (rules redirect stderr)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add(sub, "acquire", cmd_acquire, ("--source", _REQ), ("--resources-dir", _REQ))
+    _add(sub, "acquire", cmd_acquire, ("--source", _REQ), ("--resources-dir", _REQ),
+         ("--mirror", {"default": "", "help": "fetch url sources from <mirror>/<source>/<file> ('' = published)"}),
+         ("--downloads", {"type": _json, "default": None, "help": "params downloads block as JSON (overrides)"}))
     _add(sub, "manifest", cmd_manifest, ("--dataset", _REQ), ("--resources-dir", _REQ), ("--images-dir", _REQ),
          _CONFIG, ("--out", _REQ))
     _add(sub, "extract", cmd_extract, ("--manifest", _REQ), ("--encoder", _REQ), ("--out", _REQ), _CONFIG, _DEVICE,
