@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-import structure_align.data.acquire as acquire_mod
 from structure_align.data import registry
-from structure_align.data.acquire import AcquireError, acquire, pinned_spec
+from structure_align.data.acquire import DOWNLOADS_DIR, AcquireError, acquire, pinned_spec
 from structure_align.data.download import DownloadError, fetch, file_url
 from structure_align.data.registry import Download, SourceSpec
 
@@ -173,7 +172,7 @@ def test_acquire_url_source_unpacks_nested_archives_and_cleans_up(url_source, tm
     assert (dest / "meta/notes.json").read_bytes() == b"{}"
     record = json.loads((dest / "SOURCE.json").read_text())
     assert record["pin"] == spec.pin and record["client"] == "url"
-    assert not (res / acquire_mod.DOWNLOADS_DIR / "toy-url").exists()
+    assert not (res / DOWNLOADS_DIR / "toy-url").exists()
     n = len(server.requests)
     acquire("toy-url", res, mirror=server.url, progress=False)
     assert len(server.requests) == n  # current: a no-op

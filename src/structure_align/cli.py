@@ -71,7 +71,7 @@ def cmd_score_layers(args: argparse.Namespace) -> None:
     cfg = args.config
     score_layers(args.vision_features, args.text_features, args.manifests, layers=cfg["layers"],
                  val_fraction=cfg["val_fraction"], val_seed=cfg["val_seed"], scores_out=args.scores_out,
-                 choice_out=args.choice_out)
+                 choice_out=args.choice_out, val_split=cfg.get("val_split", "pool"))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -89,6 +89,22 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     _set_threads(args.threads)
     evaluate_runs(args.runs, args.datasets, evaluation=args.config, device=args.device)
+
+
+def cmd_evaluate_reference(args: argparse.Namespace) -> None:
+    """Evaluate a reference joint space (no training); ``--config`` = params ``evaluation``."""
+    from .reference import evaluate_reference
+
+    _set_threads(args.threads)
+    evaluate_reference(args.datasets, evaluation=args.config, out=args.out, label=args.label, vision=args.vision,
+                       text=args.text, device=args.device)
+
+
+def cmd_paper_table(args: argparse.Namespace) -> None:
+    """Our main table and reference rows beside the paper's numbers, with the differences."""
+    from .reference import write_paper_table
+
+    write_paper_table(args.main, args.references or [], args.paper, args.out_csv, args.out_md)
 
 
 def cmd_heatmap(args: argparse.Namespace) -> None:
@@ -138,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add(sub, "train", cmd_train, ("--runs", _MANY), *_FEATURES, ("--choice", _REQ), _CONFIG, _DEVICE, _THREADS)
     _add(sub, "evaluate", cmd_evaluate, ("--runs", _MANY), ("--datasets", {"type": _json, "required": True}),
          _CONFIG, _DEVICE, _THREADS)
+    _add(sub, "evaluate-reference", cmd_evaluate_reference, ("--datasets", {"type": _json, "required": True}),
+         _CONFIG, ("--out", _REQ), ("--label", _REQ), ("--vision", _REQ), ("--text", _REQ), _DEVICE, _THREADS)
+    _add(sub, "paper-table", cmd_paper_table, ("--main", _REQ), ("--references", {"nargs": "*", "default": []}),
+         ("--paper", _REQ), ("--out-csv", _REQ), ("--out-md", _REQ))
     _add(sub, "heatmap", cmd_heatmap, ("--scores", _REQ), ("--choice", _REQ), ("--png", _REQ), ("--pdf", _REQ))
     _add(sub, "aggregate", cmd_aggregate, ("--metrics", _MANY), ("--results-dir", _REQ), _CONFIG)
     return parser

@@ -18,7 +18,9 @@ rule score_layers:
     threads: 2
     params:
         config=json.dumps({"layers": config["layers"], "val_fraction": config["training"]["val_fraction"],
-                           "val_seed": config["training"]["val_seed"]}, sort_keys=True),
+                           "val_seed": config["training"]["val_seed"],
+                           **({"val_split": config["training"]["val_split"]}
+                              if "val_split" in config["training"] else {})}, sort_keys=True),
     shell:
         "python -m structure_align score-layers --vision-features {input.vision} --text-features {input.text} "
         "--manifests {input.manifests} --config {params.config:q} --threads {threads} "
