@@ -12,9 +12,15 @@ CORES ?= all
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SNAKEMAKE := snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
 SMOKE := --configfile workflow/configs/smoke.yaml
+# paper profile (GPU machine with internet): PAPER_VISION=dinov2-vitg14 selects the ViT-g/14 variant
+PAPER_VISION ?= dinov2-vitl14
+PAPER_PROFILE ?= workflow/profiles/default
+PAPER := snakemake paper --workflow-profile $(PAPER_PROFILE) --cores $(CORES) \
+	--config 'encoders={vision: [$(PAPER_VISION)], text: [roberta-large], all_vision: [], all_text: []}' \
+	--configfile workflow/configs/paper.yaml
 DVC_REMOTE ?= $(CURDIR)/../structure-dvc-store
 
-.PHONY: help install reproduce smoke features-all test test-unit lint bench pull push remote dag clean-smoke
+.PHONY: help install reproduce reproduce-paper reproduce-paper-scaling paper-plan smoke features-all test test-unit lint bench pull push remote dag clean-smoke
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -36,6 +42,16 @@ $(STAMP): pyproject.toml
 
 reproduce: install  ## run the offline default (params.yaml): tables, figures, metrics.json under results/
 	$(SNAKEMAKE)
+
+reproduce-paper: install  ## paper main table on a GPU machine with internet (downloads data + models; results/paper/)
+	$(PAPER)
+
+reproduce-paper-scaling: install  ## paper data-scaling grid (N = 1k ... all x 5 seeds; results/paper-scaling/)
+	$(PAPER) workflow/configs/paper-scaling.yaml
+
+paper-plan:  ## dry run of both paper configs (offline; job counts per rule)
+	$(PAPER) -n --quiet rules
+	$(PAPER) workflow/configs/paper-scaling.yaml -n --quiet rules
 
 smoke: install  ## the CI smoke workflow (workflow/configs/smoke.yaml) into results/smoke/
 	$(SNAKEMAKE) $(SMOKE)

@@ -26,7 +26,7 @@ class FileServer:
             def log_message(self, *args: object) -> None:  # keep test output clean
                 return
 
-            def do_GET(self) -> None:  # noqa: N802 -- http.server's name
+            def do_GET(self) -> None:
                 server.requests.append((self.path, self.headers.get("Range")))
                 path = server.root / self.path.lstrip("/")
                 if not path.is_file():
@@ -68,7 +68,7 @@ class FileServer:
         host, port = self.httpd.server_address[:2]
         return f"http://{host}:{port}"
 
-    def __enter__(self) -> FileServer:
+    def __enter__(self) -> FileServer:  # noqa: PYI034 -- a plain class, no subclass needs Self
         self.thread.start()
         return self
 

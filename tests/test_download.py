@@ -10,13 +10,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from http_fixture import FileServer
 
 from structure_align.data import registry
 from structure_align.data.acquire import DOWNLOADS_DIR, AcquireError, acquire, pinned_spec
 from structure_align.data.download import DownloadError, fetch, file_url
 from structure_align.data.registry import Download, SourceSpec
-
-from http_fixture import FileServer
 
 
 def _payload(n: int = 300_000) -> bytes:
@@ -116,7 +115,7 @@ def test_tampered_final_file_is_reverified_and_replaced(served, tmp_path: Path) 
 
 
 def test_http_error_names_file_and_url(served, tmp_path: Path) -> None:
-    server, data = served
+    server, _ = served
     d = Download("missing.bin", "https://example.invalid/missing.bin", sha256="0" * 64)
     with pytest.raises(DownloadError, match=r"missing\.bin: HTTP 404 .* from http://.*/src/missing\.bin"):
         fetch(d, tmp_path / "cache", "src", mirror=server.url, progress=False)

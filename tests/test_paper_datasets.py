@@ -12,14 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from http_fixture import FileServer
 from PIL import Image
 
 from structure_align.data import DATASETS, acquire, build_manifest, dataset_texts, read_manifest
 from structure_align.data.cifar import load_cifar_pickle
 from structure_align.data.flickr30k import load_flickr_csv
 from structure_align.data.imagenet import read_class_mapping
-
-from http_fixture import FileServer
 
 HAS_CLIP_BENCHMARK = importlib.util.find_spec("clip_benchmark") is not None
 HAS_OPEN_CLIP = importlib.util.find_spec("open_clip") is not None

@@ -21,8 +21,8 @@ import subprocess
 import tarfile
 import tempfile
 import zipfile
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ..io import sha256_file, write_text_atomic

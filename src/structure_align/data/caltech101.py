@@ -73,6 +73,9 @@ def build_caltech101(root: Path, *, split: str = "test", train_per_class: int = 
     label_arr = np.asarray(labels, dtype=np.int64)
     splits = caltech_split(label_arr, train_per_class, split_seed)
     chosen = np.flatnonzero(splits == split)
+    if len(chosen) == 0:
+        raise ValueError(f"{SOURCE}: no {split!r} images: every class has at most train_per_class="
+                         f"{train_per_class} images under {tree}")
     keep = chosen[stratified_subset(label_arr[chosen], limit, seed)]
     rows = [manifest_row(paths[i].relative_to(tree).as_posix(), paths[i], [], label_arr[i], split, SOURCE)
             for i in keep]

@@ -17,7 +17,6 @@ import http.client
 import logging
 import os
 import re
-import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -71,7 +70,7 @@ def _open(url: str, start: int, timeout: float) -> http.client.HTTPResponse:
     headers = {"User-Agent": USER_AGENT}
     if start:
         headers["Range"] = f"bytes={start}-"
-    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)  # noqa: S310
+    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
 
 
 def _total_size(resp: http.client.HTTPResponse, start: int, url: str, name: str) -> int | None:
@@ -115,7 +114,7 @@ def _stream(url: str, part: Path, name: str, *, progress: bool, timeout: float) 
                     fh.write(block)
                     received += len(block)
                     bar.update(len(block))
-        except (http.client.HTTPException, OSError, socket.timeout) as exc:
+        except (TimeoutError, http.client.HTTPException, OSError) as exc:
             raise DownloadError(f"interrupted transfer: {name} from {url} stopped after {received} of "
                                 f"{total if total is not None else '?'} bytes ({type(exc).__name__}); the partial "
                                 f"file {part} is kept and the next run resumes it") from None
