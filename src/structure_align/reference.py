@@ -68,6 +68,29 @@ def evaluate_reference(datasets: Sequence[Mapping[str, Any]], *, evaluation: Map
     return record
 
 
+def reference_metrics_paths(config: Mapping[str, Any], results: str) -> list[str]:
+    """``<results>/references/<pair>/metrics.json`` of every params ``references`` entry."""
+    from .runs import pair_name
+
+    return [f"{results}/references/{pair_name(r['vision'], r['text'])}/metrics.json"
+            for r in config.get("references") or []]
+
+
+def reference_entry(config: Mapping[str, Any], vision_slug: str, text_slug: str) -> Mapping[str, Any]:
+    """The params ``references`` entry whose pair directory is ``<vision_slug>__<text_slug>``."""
+    from .runs import pair_name
+
+    for r in config.get("references") or []:
+        if pair_name(r["vision"], r["text"]) == f"{vision_slug}__{text_slug}":
+            return r
+    raise KeyError(f"no params 'references' entry for the pair {vision_slug}__{text_slug}")
+
+
+def paper_outputs(config: Mapping[str, Any], results: str) -> list[str]:
+    """The paper table's files when params ``paper_reference`` is set, else nothing."""
+    return [f"{results}/tables/paper.csv", f"{results}/tables/paper.md"] if config.get("paper_reference") else []
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # paper table
 # ---------------------------------------------------------------------------------------------------------------

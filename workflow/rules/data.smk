@@ -13,11 +13,11 @@ rule acquire:
     log:
         f"{RESULTS}/logs/acquire/{{source}}.log",
     retries: 2
+    resources:
+        mirror=DOWNLOADS.get("mirror") or "",
     params:
         pin=source_pin,
         downloads=source_downloads,
-    resources:
-        mirror=DOWNLOADS.get("mirror") or "",
     shell:
         "python -m structure_align acquire --source {wildcards.source} --resources-dir resources "
         "--mirror {resources.mirror:q} --downloads {params.downloads:q} > {log} 2>&1"

@@ -1,23 +1,7 @@
 # The paper profile's extras (workflow/configs/paper*.yaml): reference rows evaluated without training (the CLIP
 # joint space) and the paper table, ours beside the published numbers. Target `paper` = everything of `all` plus
-# these; without params `references` / `paper_reference` it is the same as `all`.
-REFERENCES = config.get("references") or []
-
-
-def reference_metrics():
-    return [f"{RESULTS}/references/{runs.pair_name(r['vision'], r['text'])}/metrics.json" for r in REFERENCES]
-
-
-def reference_of(wildcards):
-    """The params `references` entry of a reference pair (its label and encoder names)."""
-    pair = f"{wildcards.vision}__{wildcards.text}"
-    return next(r for r in REFERENCES if runs.pair_name(r["vision"], r["text"]) == pair)
-
-
-def paper_outputs():
-    if not config.get("paper_reference"):
-        return []
-    return [f"{RESULTS}/tables/paper.csv", f"{RESULTS}/tables/paper.md"]
+# these; without params `references` / `paper_reference` it is the same as `all`. Path helpers: structure_align.reference.
+from structure_align import reference
 
 
 rule evaluate_reference:
@@ -35,9 +19,9 @@ rule evaluate_reference:
         datasets=eval_records,
         config=json.dumps(config["evaluation"], sort_keys=True),
         device=config["device"],
-        label=lambda wc: reference_of(wc)["label"],
-        vision=lambda wc: reference_of(wc)["vision"],
-        text=lambda wc: reference_of(wc)["text"],
+        label=lambda wc: reference.reference_entry(config, wc.vision, wc.text)["label"],
+        vision=lambda wc: reference.reference_entry(config, wc.vision, wc.text)["vision"],
+        text=lambda wc: reference.reference_entry(config, wc.vision, wc.text)["text"],
     shell:
         "python -m structure_align evaluate-reference --datasets {params.datasets:q} --config {params.config:q} "
         "--out {output} --label {params.label:q} --vision {params.vision:q} --text {params.text:q} "
@@ -47,7 +31,7 @@ rule evaluate_reference:
 rule paper_table:
     input:
         main=f"{RESULTS}/tables/main.csv",
-        references=reference_metrics(),
+        references=reference.reference_metrics_paths(config, RESULTS),
         paper=config.get("paper_reference") or [],
         code=src_files("reference", "tables"),
     output:
@@ -64,5 +48,5 @@ rule paper:
     input:
         report_outputs(),
         heatmaps(),
-        reference_metrics(),
-        paper_outputs(),
+        reference.reference_metrics_paths(config, RESULTS),
+        reference.paper_outputs(config, RESULTS),

@@ -12,7 +12,6 @@ the ``.part``: nothing is left that a rerun would trust, and the rerun starts fr
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..io import file_digest
 from .registry import Download
 
 log = logging.getLogger(__name__)
@@ -42,15 +42,6 @@ def file_url(download: Download, source: str, mirror: str | None = None) -> str:
     if not mirror:
         return download.url
     return f"{mirror.rstrip('/')}/{source}/{download.file}"
-
-
-def file_digest(path: Path, algorithm: str) -> str:
-    """Hex digest of ``path`` (``sha256`` or ``md5``), read in 1 MiB chunks."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify(path: Path, download: Download, url: str) -> None:
