@@ -14,9 +14,15 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # left by a killed run is recognised as stale and removed (workflow/scripts/snakemake-locked, docs/reliability.md)
 SNAKEMAKE := workflow/scripts/snakemake-locked --workflow-profile workflow/profiles/default --cores $(CORES)
 SMOKE := --configfile workflow/configs/smoke.yaml
+# paper profile (GPU machine with internet): PAPER_VISION=dinov2-vitg14 selects the ViT-g/14 variant
+PAPER_VISION ?= dinov2-vitl14
+PAPER_PROFILE ?= workflow/profiles/default
+PAPER := snakemake paper --workflow-profile $(PAPER_PROFILE) --cores $(CORES) \
+	--config 'encoders={vision: [$(PAPER_VISION)], text: [roberta-large], all_vision: [], all_text: []}' \
+	--configfile workflow/configs/paper.yaml
 DVC_REMOTE ?= $(CURDIR)/../structure-dvc-store
 
-.PHONY: help install reproduce reproduce-released reproduce-full smoke features-all test test-unit reliability lint \
+.PHONY: help install reproduce reproduce-released reproduce-full reproduce-paper reproduce-paper-scaling paper-plan smoke features-all test test-unit reliability lint \
 	bench pull push remote lock dag clean-smoke
 
 help:  ## list the targets
@@ -45,6 +51,15 @@ reproduce-released: install  ## the released training protocol on the default gr
 
 reproduce-full: install  ## the fuller offline grid (workflow/configs/offline-full.yaml) into results/offline-full/
 	$(SNAKEMAKE) --configfile workflow/configs/offline-full.yaml
+reproduce-paper: install  ## paper main table on a GPU machine with internet (downloads data + models; results/paper/)
+	$(PAPER)
+
+reproduce-paper-scaling: install  ## paper data-scaling grid (N = 1k ... all x 5 seeds; results/paper-scaling/)
+	$(PAPER) workflow/configs/paper-scaling.yaml
+
+paper-plan:  ## dry run of both paper configs (offline; job counts per rule)
+	$(PAPER) -n --quiet rules
+	$(PAPER) workflow/configs/paper-scaling.yaml -n --quiet rules
 
 smoke: install  ## the CI smoke workflow (workflow/configs/smoke.yaml) into results/smoke/
 	$(SNAKEMAKE) $(SMOKE)

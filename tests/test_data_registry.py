@@ -68,14 +68,18 @@ def test_every_source_is_used_and_pinned(name):
     assert SOURCE_ORIGINS[name].startswith("structure_align.data.")
     if spec.client == "local":
         assert spec.package and spec.files, "a local source must say what to place under resources/"
+    elif spec.client == "url":
+        assert spec.version and spec.files and spec.downloads and all(d.checksum[1] for d in spec.downloads)
     else:
         assert spec.version and len(spec.sha256) == 64 and spec.files
 
 
 def test_pinned_offline_sources():
-    assert {n for n, s in SOURCES.items() if s.client != "local"} == {
+    assert {n for n, s in SOURCES.items() if s.client in ("apt", "npm")} == {
         "tuxpaint-stamps-default", "dataset-fashion-mnist", "gcompris-qt-data", "pysiogame",
         "emoji-datasource-google"}
+    assert {n for n, s in SOURCES.items() if s.client == "url"} == {
+        "coco", "cifar10", "cifar100", "stl10", "caltech101", "food101", "pets"}
     assert get_source("emoji-datasource-google").version == "16.0.0"
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_models import TEXT_HIDDEN, TEXT_LAYERS, VIT_HIDDEN, VIT_LAYERS, make_tiny_bert, make_tiny_vit
+from tiny_models import TEXT_HIDDEN, TEXT_LAYERS, VIT_HIDDEN, VIT_LAYERS, make_tiny_bert, make_tiny_clip, make_tiny_vit
 
 from structure_align.encoders import (
     ENCODERS,
@@ -44,6 +44,11 @@ def tiny_bert(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_vit(tmp_path_factory):
     return make_tiny_vit(tmp_path_factory.mktemp("vit"))
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    return make_tiny_clip(tmp_path_factory.mktemp("clip"))
 
 
 # ---------------------------------------------------------------- pooling
@@ -95,6 +100,8 @@ TINY_FAMILY_MODELS: dict[str, list[tuple[str, dict, str, str]]] = {
     "timm": [("vit_tiny_patch16_224", {"pretrained": False, "depth": 2}, "vision", "timm")],
     "openclip-image": [("ViT-S-32:none", {}, "vision", "open_clip")],
     "openclip-text": [("ViT-S-32:none", {}, "text", "open_clip")],
+    "clip-image": [("<tiny_clip>", {}, "vision", "transformers")],
+    "clip-text": [("<tiny_clip>", {}, "text", "transformers")],
 }
 
 
@@ -219,8 +226,40 @@ def test_openclip_families():
 
 # ---------------------------------------------------------------- packaged models (slow)
 
+# the paper profile's encoders load hub weights: tested without building in test_paper_encoders_offline
+HUB_ENCODERS = frozenset(n for n, e in ENCODERS.items() if e.factory.__module__ == "structure_align.encoders.paper")
+
+
+def test_paper_encoders_offline():
+    assert HUB_ENCODERS == {"dinov2-vitl14", "dinov2-vitg14", "roberta-large"}
+    assert {n: encoder_modality(n) for n in sorted(HUB_ENCODERS)} == {
+        "dinov2-vitg14": "vision", "dinov2-vitl14": "vision", "roberta-large": "text"}
+    pytest.importorskip("timm")
+    enc = load_encoder("dinov2-vitl14", device="cpu", pretrained=False, depth=2, img_size=56)
+    assert enc.layer_names == ["blocks.0", "blocks.1"] and enc.embed_dims == [1024, 1024]
+    with torch.inference_mode():
+        feats = enc.forward_layers(torch.randn(1, 3, 56, 56))
+    assert [tuple(f.shape) for f in feats] == [(1, 1024)] * 2
+
+
+def test_clip_joint_space_is_the_projection(tiny_clip):
+    from transformers import CLIPModel
+
+    img = load_encoder(f"clip-image:{tiny_clip}", device="cpu")
+    txt = load_encoder(f"clip-text:{tiny_clip}", device="cpu")
+    assert img.layer_names == ["image_embeds"] and txt.embed_dims == [16]
+    model = CLIPModel.from_pretrained(tiny_clip).eval()
+    batch = txt.tokenize(["a cat", "a photo of a big dog"])
+    assert batch["attention_mask"][0, -1] == 0  # right padding: the end token is a real token
+    with torch.inference_mode():
+        ours = txt.forward_layers(batch)[0]
+        ref = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    pixel_values=img.preprocess(_images(1))).text_embeds
+    torch.testing.assert_close(torch.nn.functional.normalize(ours, dim=-1), ref, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(ENCODERS))
+@pytest.mark.parametrize("name", sorted(set(ENCODERS) - HUB_ENCODERS))
 def test_registered_encoder_builds(name, tmp_path):
     entry = ENCODERS[name]
     kwargs = {"cache_dir": tmp_path} if "cache_dir" in inspect.signature(entry.factory).parameters else {}

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 import importlib.util
 import json
 import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from http_fixture import FileServer
 from PIL import Image
 
 from structure_align.data import DATASETS, acquire, build_manifest, dataset_texts, read_manifest
@@ -50,10 +53,24 @@ def _coco(root: Path) -> Path:
     return root
 
 
+def _zip_folder(folder: Path, members: list[str], out: Path) -> dict:
+    """Zip ``folder/<member>`` trees into ``out``; returns the override pin of the archive."""
+    with zipfile.ZipFile(out, "w") as zf:
+        for member in members:
+            for path in sorted((folder / member).rglob("*")):
+                zf.write(path, path.relative_to(folder).as_posix())
+    return {"sha256": hashlib.sha256(out.read_bytes()).hexdigest(), "size": out.stat().st_size}
+
+
 def test_coco_via_acquire_and_build_manifest(tmp_path: Path) -> None:
     resources = tmp_path / "resources"
-    _coco(resources / "coco")
-    acquire("coco", resources)  # local source: checks the expected files, records SOURCE.json
+    tree = _coco(tmp_path / "published")
+    www = tmp_path / "www" / "coco"
+    www.mkdir(parents=True)
+    pins = {name: _zip_folder(tree, [member], www / name) for name, member in (
+        ("annotations_trainval2014.zip", "annotations"), ("train2014.zip", "train2014"), ("val2014.zip", "val2014"))}
+    with FileServer(tmp_path / "www") as server:  # url source: the published zips, re-pinned for the fixtures
+        acquire("coco", resources, mirror=server.url, downloads={"overrides": {"coco": pins}}, progress=False)
     parquet, info = build_manifest("coco", resources, tmp_path / "m", tmp_path / "img")
     df, _ = read_manifest(parquet)
     assert info.task == "pairs"

@@ -38,7 +38,7 @@ def cmd_acquire(args: argparse.Namespace) -> None:
     """Fetch one pinned source into ``resources/<source>/``."""
     from .data import acquire
 
-    acquire(args.source, args.resources_dir)
+    acquire(args.source, args.resources_dir, mirror=args.mirror or None, downloads=args.downloads)
 
 
 def cmd_manifest(args: argparse.Namespace) -> None:
@@ -71,7 +71,7 @@ def cmd_score_layers(args: argparse.Namespace) -> None:
     cfg = args.config
     score_layers(args.vision_features, args.text_features, args.manifests, layers=cfg["layers"],
                  val_fraction=cfg["val_fraction"], val_seed=cfg["val_seed"], scores_out=args.scores_out,
-                 choice_out=args.choice_out)
+                 choice_out=args.choice_out, val_split=cfg.get("val_split", "pool"))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -89,6 +89,22 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     _set_threads(args.threads)
     evaluate_runs(args.runs, args.datasets, evaluation=args.config, device=args.device)
+
+
+def cmd_evaluate_reference(args: argparse.Namespace) -> None:
+    """Evaluate a reference joint space (no training); ``--config`` = params ``evaluation``."""
+    from .reference import evaluate_reference
+
+    _set_threads(args.threads)
+    evaluate_reference(args.datasets, evaluation=args.config, out=args.out, label=args.label, vision=args.vision,
+                       text=args.text, device=args.device)
+
+
+def cmd_paper_table(args: argparse.Namespace) -> None:
+    """Our main table and reference rows beside the paper's numbers, with the differences."""
+    from .reference import write_paper_table
+
+    write_paper_table(args.main, args.references or [], args.paper, args.out_csv, args.out_md)
 
 
 def cmd_heatmap(args: argparse.Namespace) -> None:
@@ -126,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log", default=None, help="also append log lines to this file (rules redirect stderr)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add(sub, "acquire", cmd_acquire, ("--source", _REQ), ("--resources-dir", _REQ))
+    _add(sub, "acquire", cmd_acquire, ("--source", _REQ), ("--resources-dir", _REQ),
+         ("--mirror", {"default": "", "help": "fetch url sources from <mirror>/<source>/<file> ('' = published)"}),
+         ("--downloads", {"type": _json, "default": None, "help": "params downloads block as JSON (overrides)"}))
     _add(sub, "manifest", cmd_manifest, ("--dataset", _REQ), ("--resources-dir", _REQ), ("--images-dir", _REQ),
          _CONFIG, ("--out", _REQ))
     _add(sub, "extract", cmd_extract, ("--manifest", _REQ), ("--encoder", _REQ), ("--out", _REQ), _CONFIG, _DEVICE,
@@ -136,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add(sub, "train", cmd_train, ("--runs", _MANY), *_FEATURES, ("--choice", _REQ), _CONFIG, _DEVICE, _THREADS)
     _add(sub, "evaluate", cmd_evaluate, ("--runs", _MANY), ("--datasets", {"type": _json, "required": True}),
          _CONFIG, _DEVICE, _THREADS)
+    _add(sub, "evaluate-reference", cmd_evaluate_reference, ("--datasets", {"type": _json, "required": True}),
+         _CONFIG, ("--out", _REQ), ("--label", _REQ), ("--vision", _REQ), ("--text", _REQ), _DEVICE, _THREADS)
+    _add(sub, "paper-table", cmd_paper_table, ("--main", _REQ), ("--references", {"nargs": "*", "default": []}),
+         ("--paper", _REQ), ("--out-csv", _REQ), ("--out-md", _REQ))
     _add(sub, "heatmap", cmd_heatmap, ("--scores", _REQ), ("--choice", _REQ), ("--png", _REQ), ("--pdf", _REQ))
     _add(sub, "aggregate", cmd_aggregate, ("--metrics", _MANY), ("--results-dir", _REQ), _CONFIG)
     return parser

@@ -101,7 +101,13 @@ def sha256_bytes(data: bytes) -> str:
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, streamed in ``chunk``-byte blocks."""
-    digest = hashlib.sha256()
+    return file_digest(path, "sha256", chunk)
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Hex digest of a file with a :mod:`hashlib` algorithm (``sha256``, or ``md5`` where a publisher gives only
+    that), streamed in ``chunk``-byte blocks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(chunk), b""):
             digest.update(block)

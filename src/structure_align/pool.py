@@ -136,13 +136,21 @@ def subsample_pairs(n: int, fraction: float, seed: int) -> np.ndarray:
     return subsample_rows(n, max(2, round(fraction * n)), seed)
 
 
-def run_rows(n_pool: int, size: Any, seed: int, val_fraction: float, val_seed: int) -> tuple[np.ndarray, np.ndarray]:
+def run_rows(n_pool: int, size: Any, seed: int, val_fraction: float, val_seed: int,
+             val_split: str = "pool") -> tuple[np.ndarray, np.ndarray]:
     """``(training rows, validation rows)`` of one run: the fixed validation split, then ``size`` of the rest.
 
     ``size`` is a :class:`structure_align.runs.Size` (a fraction of the training part, or an absolute count that
-    must not exceed it).
+    must not exceed it). ``val_split="test"``: the validation set is the training datasets' ``test`` split (loaded
+    separately, e.g. COCO val2014 as released), so every pool row is available for training and the validation
+    rows returned here are empty.
     """
-    train_rows, val_rows = validation_split(n_pool, val_fraction, val_seed)
+    if val_split == "test":
+        train_rows, val_rows = np.arange(n_pool, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    elif val_split == "pool":
+        train_rows, val_rows = validation_split(n_pool, val_fraction, val_seed)
+    else:
+        raise PoolError(f"params key 'training.val_split': {val_split!r} is not 'pool' or 'test'")
     if size.kind == "frac":
         sub = subsample_pairs(len(train_rows), float(size.value), seed)
     else:

@@ -31,7 +31,7 @@ LAYER_LABELS = {"last": "Last", "similar": "Similar"}
 VARIANT_RS_KEYS: tuple[str, ...] = ("lambda", "levels", "tau", "weighting", "distance")
 _PATH_KEYS: tuple[str, ...] = ("layers", *VARIANT_RS_KEYS)
 # keys of params `training` that define the grid and the pool, not a TrainConfig field
-GRID_KEYS = frozenset({"fractions", "sizes", "seeds", "val_fraction", "val_seed"})
+GRID_KEYS = frozenset({"fractions", "sizes", "seeds", "val_fraction", "val_seed", "val_split"})
 _NUMBER = r"[0-9][0-9.e+-]*"
 # an encoder slug (see encoder_slug): no '/', and '__' only as the pair separator
 _ENCODER = r"[A-Za-z0-9][A-Za-z0-9.:+-]*(_[A-Za-z0-9.:+-]+)*"

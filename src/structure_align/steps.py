@@ -26,11 +26,13 @@ class StepError(ValueError):
 
 def score_layers(vision_paths: Sequence[str], text_paths: Sequence[str], manifests: Sequence[str], *,
                  layers: Mapping[str, Any], val_fraction: float, val_seed: int, scores_out: str | Path,
-                 choice_out: str | Path) -> dict[str, Any]:
+                 choice_out: str | Path, val_split: str = "pool") -> dict[str, Any]:
     """Score every layer pair on the training part of the pool; write ``scores.csv`` and ``choice.json`` (§3.2).
 
-    ``layers`` is params ``layers`` (``metric``, ``n_samples``, ``k``, ``seed``). Returns the choice record.
+    ``layers`` is params ``layers`` (``metric``, ``n_samples``, ``k``, ``seed``); ``val_split="test"`` (validation
+    on the datasets' test split) leaves the whole pool as the training part. Returns the choice record.
     """
+    import numpy as np
     import torch
 
     from .pool import load_pair_pool, validation_split
@@ -38,7 +40,7 @@ def score_layers(vision_paths: Sequence[str], text_paths: Sequence[str], manifes
     from .similarity import choose_layers, layer_scores, score_subsample
 
     pool = load_pair_pool(vision_paths, text_paths, manifests)
-    train_rows, _ = validation_split(pool.n, val_fraction, val_seed)
+    train_rows = (np.arange(pool.n) if val_split == "test" else validation_split(pool.n, val_fraction, val_seed)[0])
     rows = train_rows[score_subsample(len(train_rows), int(layers["n_samples"]), seed=int(layers["seed"]))]
     idx = torch.as_tensor(rows, dtype=torch.long)
     scores = layer_scores([v[idx] for v in pool.vision_layers], [t[idx] for t in pool.text_layers], k=layers["k"],
@@ -75,6 +77,8 @@ def train_runs(run_dirs: Sequence[str | Path], params: Mapping[str, Any], vision
     ``params`` holds the params blocks ``training``, ``structure`` and ``csa``; each run's identity (head, layers,
     R_S values, size, seed) comes from its directory (:meth:`RunSpec.from_path`).
     """
+    import numpy as np
+
     from .pool import load_pair_pool, run_rows
     from .runs import RunSpec, train_config
     from .train import train_heads
@@ -88,10 +92,15 @@ def train_runs(run_dirs: Sequence[str | Path], params: Mapping[str, Any], vision
     dev = resolve_device(device)
     training = params["training"]
     scored: dict[bytes, tuple[int, int, float]] = {}
+    val_split = str(training.get("val_split", "pool"))
+    # validation on the training datasets' test split (COCO val2014 as released) instead of a part of the pool
+    val_pool = load_pair_pool(vision_paths, text_paths, manifests, split="test") if val_split == "test" else pool
     for run_dir, spec, cfg in zip(run_dirs, specs, configs):
         start = time.perf_counter()
         sub, val_rows = run_rows(pool.n, spec.size, spec.seed, float(training["val_fraction"]),
-                                 int(training["val_seed"]))
+                                 int(training["val_seed"]), val_split)
+        if val_split == "test":
+            val_rows = np.arange(val_pool.n)
         if spec.variant.layers == "similar" and layers_cfg.get("scope") == "subsample":
             key = sub.tobytes()  # the seeds of a fraction-1 group share their rows: score them once
             if key not in scored:
@@ -106,17 +115,18 @@ def train_runs(run_dirs: Sequence[str | Path], params: Mapping[str, Any], vision
         x_all, y_all = pool.vision_layers[i], pool.text_layers[j]
         log.info("run %s: layers (%s, %s), n_train=%d, n_val=%d", run_dir, pool.vision_layer_names[i],
                  pool.text_layer_names[j], len(sub), len(val_rows))
-        result = train_heads(x_all[sub], y_all[sub], x_all[val_rows], y_all[val_rows], cfg, device=dev,
-                             progress=progress)
+        x_val, y_val = val_pool.vision_layers[i][val_rows], val_pool.text_layers[j][val_rows]
+        result = train_heads(x_all[sub], y_all[sub], x_val, y_val, cfg, device=dev, progress=progress)
         result.aligner.save(Path(run_dir) / "heads.safetensors")
-        n_available = pool.n - len(val_rows)
+        n_available = pool.n - (0 if val_split == "test" else len(val_rows))
         write_json(Path(run_dir) / "train.json", {
             "head": spec.variant.head, "layers": spec.variant.layers, "structure": spec.variant.structure,
             "size": spec.size.component, "fraction": _fraction(spec, len(sub), n_available), "seed": spec.seed,
             "vision_layer": i, "text_layer": j, "vision_layer_name": pool.vision_layer_names[i],
             "text_layer_name": pool.text_layer_names[j], "layer_scope": layers_cfg.get("scope", "pool"),
             "subsample_layer_score": score, "n_train": len(sub), "n_val": len(val_rows),
-            "n_pool": pool.n, "pool_counts": pool.counts, "best_epoch": result.best_epoch, "lr": result.lr,
+            "n_pool": pool.n, "pool_counts": pool.counts, "val_split": val_split,
+            "best_epoch": result.best_epoch, "lr": result.lr,
             "lambda_at_best": result.lambda_at_best, "warmup_steps": result.warmup_steps,
             "epochs_run": len(result.history), "train_config": cfg.to_dict(), "history": result.history,
             "seconds": round(time.perf_counter() - start, 3)})

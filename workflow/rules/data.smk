@@ -3,18 +3,24 @@
 # docs/workflow.md "Software environment"; the linter's suggestion to add them is a conscious omission.
 
 
+# url sources: downloads are resumable, so a retry continues an interrupted transfer. The mirror travels as a
+# resource, not a param: where the (checksum-pinned) bytes come from must not rerun acquisition.
 rule acquire:
     input:
-        code=src_files("data/acquire", wrapper=False),
+        code=src_files("data/acquire", "data/download", wrapper=False),
     output:
         "resources/{source}/SOURCE.json",
     log:
         f"{RESULTS}/logs/acquire/{{source}}.log",
     retries: 2
+    resources:
+        mirror=DOWNLOADS.get("mirror") or "",
     params:
         pin=source_pin,
+        downloads=source_downloads,
     shell:
-        "python -m structure_align acquire --source {wildcards.source} --resources-dir resources > {log} 2>&1"
+        "python -m structure_align acquire --source {wildcards.source} --resources-dir resources "
+        "--mirror {resources.mirror:q} --downloads {params.downloads:q} > {log} 2>&1"
 
 
 rule manifest:

@@ -17,14 +17,10 @@ rule score_layers:
         f"{RESULTS}/benchmarks/score_layers/{{vision}}__{{text}}.tsv"
     threads: 2
     params:
-        config=json.dumps(
-            {
-                "layers": config["layers"],
-                "val_fraction": config["training"]["val_fraction"],
-                "val_seed": config["training"]["val_seed"],
-            },
-            sort_keys=True,
-        ),
+        config=json.dumps({"layers": config["layers"], "val_fraction": config["training"]["val_fraction"],
+                           "val_seed": config["training"]["val_seed"],
+                           **({"val_split": config["training"]["val_split"]}
+                              if "val_split" in config["training"] else {})}, sort_keys=True),
     shell:
         "python -m structure_align score-layers --vision-features {input.vision} --text-features {input.text} "
         "--manifests {input.manifests} --config {params.config:q} --threads {threads} "

@@ -14,6 +14,7 @@ import pkgutil
 
 from ..io import sha256_file
 from .acquire import AcquireError, acquire
+from .download import DownloadError, fetch
 from .helpers import (
     assert_split_disjoint,
     composite_on_white,
@@ -55,6 +56,7 @@ from .registry import (
     TASKS,
     DatasetInfo,
     DatasetSpec,
+    Download,
     SourceSpec,
     UnknownNameError,
     get_dataset,
@@ -66,7 +68,8 @@ from .registry import (
 )
 
 # modules of this package that define the machinery rather than datasets; never scanned
-INFRASTRUCTURE: frozenset[str] = frozenset({"acquire", "helpers", "kinds", "manifest", "rcc", "registry"})
+INFRASTRUCTURE: frozenset[str] = frozenset({"acquire", "download", "helpers", "kinds", "manifest", "rcc",
+                                                "registry"})
 
 
 def _dataset_modules() -> tuple[str, ...]:
@@ -82,10 +85,10 @@ del _name
 
 __all__ = [
     "COLUMNS", "DATASETS", "DATASET_MODULES", "INFRASTRUCTURE", "KINDS", "REQUIRED", "SOURCES", "SOURCE_ORIGINS",
-    "SPLITS", "TASKS", "AcquireError", "DatasetInfo", "DatasetSpec", "DeclarationError", "KindSpec", "ManifestError",
+    "SPLITS", "TASKS", "AcquireError", "DatasetInfo", "DatasetSpec", "DeclarationError", "Download", "DownloadError", "KindSpec", "ManifestError",
     "SourceSpec", "UnknownNameError", "acquire", "assert_split_disjoint", "build_manifest", "check_declaration",
     "check_declarations", "composite_on_white", "connected_groups", "dataset_spec", "dataset_specs", "dataset_texts",
-    "declaration_error", "get_dataset", "get_source", "grouped_split", "list_datasets", "manifest_sha256",
+    "declaration_error", "fetch", "get_dataset", "get_source", "grouped_split", "list_datasets", "manifest_sha256",
     "read_info", "read_manifest", "register_dataset", "register_kind", "register_source", "save_png", "sha256_file",
     "source_dir", "split_pairs", "stratified_subset", "subset_rows", "validate_manifest", "write_manifest",
 ]

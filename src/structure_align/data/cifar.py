@@ -1,7 +1,7 @@
 """CIFAR-10 / CIFAR-100 zero-shot sets from the official python batches (docs/method.md §7; docs/datasets.md).
 
 ``resources/cifar10/cifar-10-batches-py/`` or ``resources/cifar100/cifar-100-python/`` as unpacked from the official
-``.tar.gz``. Images are written as 32x32 PNG, class names come from the meta file (underscores become spaces) and the
+``.tar.gz`` (a ``url`` source pinned by the md5 the authors publish on their page). Images are written as 32x32 PNG, class names come from the meta file (underscores become spaces) and the
 templates from CLIP-benchmark. The batches are Python pickles by format; they are read with a restricted unpickler
 that only resolves the numpy array reconstruction helpers, so a tampered file cannot run code. Use only the official
 archives.
@@ -19,14 +19,19 @@ import pandas as pd
 
 from ._local import LOCAL_VERSION, array_image_rows, check_split, clip_benchmark_templates, dataset_root, require
 from .helpers import stratified_subset
-from .registry import DatasetInfo, SourceSpec, register_dataset, register_source
+from .registry import DatasetInfo, Download, SourceSpec, register_dataset, register_source
 
-register_source(SourceSpec(name="cifar10", client="local", package="cifar-10-python.tar.gz unpacked", version="",
+_TORONTO = "https://www.cs.toronto.edu/~kriz"
+register_source(SourceSpec(name="cifar10", client="url", package="CIFAR-10 python version", version="python",
                            sha256="", files=("cifar-10-batches-py/test_batch", "cifar-10-batches-py/batches.meta"),
-                           description="CIFAR-10 python batches"))
-register_source(SourceSpec(name="cifar100", client="local", package="cifar-100-python.tar.gz unpacked", version="",
+                           description="CIFAR-10 python batches",
+                           downloads=(Download("cifar-10-python.tar.gz", f"{_TORONTO}/cifar-10-python.tar.gz",
+                                               md5="c58f30108f718f92721af3b95e74349a"),)))
+register_source(SourceSpec(name="cifar100", client="url", package="CIFAR-100 python version", version="python",
                            sha256="", files=("cifar-100-python/test", "cifar-100-python/meta"),
-                           description="CIFAR-100 python batches"))
+                           description="CIFAR-100 python batches",
+                           downloads=(Download("cifar-100-python.tar.gz", f"{_TORONTO}/cifar-100-python.tar.gz",
+                                               md5="eb9058c3a382ffc7106e4002c42a8d85"),)))
 
 _NUMPY_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),

@@ -1,8 +1,9 @@
 """MS-COCO 2014 captions from the official annotation JSON (docs/method.md §6 training data; docs/datasets.md).
 
 ``resources/coco/`` holds ``annotations/captions_{train,val}2014.json`` and the ``train2014/``, ``val2014/`` image
-folders; images are used in place. One manifest row per image with all its captions: train2014 -> ``train``,
-val2014 -> ``test``.
+folders, downloaded from images.cocodataset.org (a ``url`` source; COCO publishes no checksums, the md5 values are
+the ones the community has verified for years, e.g. torchvision-based loaders and LAVIS); images are used in place.
+One manifest row per image with all its captions: train2014 -> ``train``, val2014 -> ``test``.
 """
 
 from __future__ import annotations
@@ -16,13 +17,21 @@ import pandas as pd
 
 from ._local import LOCAL_VERSION, check_images_exist, check_split, clean, dataset_root, manifest_row, require
 from .helpers import subset_rows
-from .registry import DatasetInfo, SourceSpec, register_dataset, register_source
+from .registry import DatasetInfo, Download, SourceSpec, register_dataset, register_source
 
 SOURCE = "coco"
-register_source(SourceSpec(name=SOURCE, client="local", package="COCO 2014: annotations/captions_{train,val}2014.json "
-                           "+ train2014/ + val2014/", version="", sha256="", files=("annotations",),
-                           licence="COCO terms of use; images under their Flickr licences",
-                           description="MS-COCO 2014 captions (paper training data)"))
+_COCO = "http://images.cocodataset.org"
+register_source(SourceSpec(
+    name=SOURCE, client="url", package="COCO 2014 captions + train2014/val2014 images", version="2014", sha256="",
+    files=("annotations/captions_train2014.json", "annotations/captions_val2014.json", "train2014", "val2014"),
+    licence="COCO terms of use; images under their Flickr licences",
+    description="MS-COCO 2014 captions (paper training data; ~19 GB of zips)",
+    downloads=(
+        Download("annotations_trainval2014.zip", f"{_COCO}/annotations/annotations_trainval2014.zip",
+                 md5="0a379cfc70b0e71301e0f377548639bd", size=252872794),
+        Download("train2014.zip", f"{_COCO}/zips/train2014.zip", md5="0da8c0bd3d6becc4dcb32757491aca88"),
+        Download("val2014.zip", f"{_COCO}/zips/val2014.zip", md5="a3d79f5ed8d289b7a7554ce06a5782b3"),
+    )))
 
 COCO_SPLITS = {"train": "train", "val": "test"}
 

@@ -18,8 +18,10 @@ from .helpers import subset_rows
 from .registry import DatasetInfo, SourceSpec, register_dataset, register_source
 
 SOURCE = "flickr30k"
-register_source(SourceSpec(name=SOURCE, client="local", package="Flickr30k: dataset_flickr30k.json (Karpathy) "
-                           "and/or results.csv + flickr30k_images/", version="", sha256="",
+register_source(SourceSpec(name=SOURCE, client="local", package="Flickr30k: flickr30k_images/ (the images need "
+                           "the request form of the dataset's authors, so they are never downloaded) and "
+                           "dataset_flickr30k.json (Karpathy split, from caption_datasets.zip of Karpathy's "
+                           "'deepimagesent' page) and/or results.csv", version="", sha256="",
                            files=("flickr30k_images",), licence="Flickr30k terms (non-commercial research)",
                            description="Flickr30k images with 5 captions each (paper retrieval benchmark)"))
 
@@ -96,17 +98,22 @@ def _records(root: Path, annotations: str, image_dir: str) -> tuple[list[tuple[s
 
 
 def build_flickr30k(root: Path, *, annotations: str = "auto", image_dir: str = "flickr30k_images",
-                    val_split: str = "drop", limit: int | None = None, seed: int = 0,
+                    val_split: str = "drop", splits: tuple[str, ...] | list[str] = ("train", "test"),
+                    limit: int | None = None, seed: int = 0,
                     check_images: bool = True) -> tuple[pd.DataFrame, DatasetInfo]:
     """Flickr30k from the Karpathy JSON (split from the file) or ``results.csv`` (split from a Karpathy JSON beside it
     when there is one, otherwise every image is ``test``). Karpathy ``val`` rows are dropped unless
-    ``val_split`` is ``train`` or ``test``."""
+    ``val_split`` is ``train`` or ``test``; ``splits`` keeps only those manifest splits (``["test"]`` = the
+    1k-image Karpathy test set, the paper's retrieval benchmark)."""
+    for s in splits:
+        check_split(s, ["train", "test"], f"{SOURCE} splits")
     check_split(annotations, ["auto", "karpathy", "csv"], f"{SOURCE} annotations")
     check_split(val_split, ["drop", "train", "test"], f"{SOURCE} val_split")
     records, counts = _records(root, annotations, image_dir)
     img_dir = _flickr_image_dir(root, image_dir)
     mapping = {**KARPATHY_SPLITS, **({"val": val_split} if val_split != "drop" else {})}
-    kept = [(name, mapping[split], caps) for name, split, caps in records if split in mapping and caps]
+    kept = [(name, mapping[split], caps) for name, split, caps in records
+            if split in mapping and mapping[split] in splits and caps]
     counts["dropped_images"] = len(records) - len(kept)
     paths = [img_dir / name for name, _, _ in kept]
     if check_images:
@@ -123,9 +130,10 @@ def build_flickr30k(root: Path, *, annotations: str = "auto", image_dir: str = "
 
 @register_dataset("flickr30k", sources=SOURCE, task="retrieval", description="Flickr30k (Karpathy test split)",
                   options={"root": None, "annotations": "auto", "image_dir": "flickr30k_images", "val_split": "drop",
-                           "check_images": True})
+                           "splits": ["train", "test"], "check_images": True})
 def _build_flickr_ds(resources_dir: Path, images_dir: Path, *, root: str | None = None, annotations: str = "auto",
-                     image_dir: str = "flickr30k_images", val_split: str = "drop", check_images: bool = True,
+                     image_dir: str = "flickr30k_images", val_split: str = "drop",
+                     splits: tuple[str, ...] | list[str] = ("train", "test"), check_images: bool = True,
                      limit: int | None = None, seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
     return build_flickr30k(dataset_root(resources_dir, SOURCE, root), annotations=annotations, image_dir=image_dir,
-                           val_split=val_split, limit=limit, seed=seed, check_images=check_images)
+                           val_split=val_split, splits=splits, limit=limit, seed=seed, check_images=check_images)

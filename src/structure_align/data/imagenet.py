@@ -3,6 +3,11 @@
 ``resources/imagenet/val/<wnid>/*``, built by the shared ImageFolder builder with the 1000 CLIP class names and the
 80 OpenAI prompt templates of ``open_clip`` (its ``zero_shot_metadata`` module, loaded from its file so that torch is
 not imported). A class-name mapping file (``classnames_file``) or other ``templates`` may replace them.
+
+CLIP's list names two pairs of classes alike ("missile" at 657 and 744, "sunglasses" at 836 and 837), which a
+manifest refuses (two classes with one prompt set are indistinguishable); :func:`disambiguate_classnames` renames
+744 to "projectile" and 836 to "sunglass", the names of those synsets (n04008634, n04355933) in the standard ImageNet
+class index, and numbers any other repeat ("name (2)").
 """
 
 from __future__ import annotations
@@ -21,11 +26,35 @@ from .imagefolder import build_imagefolder, require_class_folders
 from .registry import DatasetInfo, SourceSpec, register_dataset, register_source
 
 SOURCE = "imagenet"
-register_source(SourceSpec(name=SOURCE, client="local", package="ImageNet-1k val as ImageFolder: val/<wnid>/*",
+register_source(SourceSpec(name=SOURCE, client="local", package="ImageNet-1k val as an ImageFolder tree "
+                           "val/<wnid>/<image>.JPEG (1000 wnid folders, 50 images each; ImageNet needs a login at "
+                           "image-net.org, so it is never downloaded: unpack ILSVRC2012_img_val.tar and sort it into "
+                           "wnid folders, e.g. with the valprep.sh script of the PyTorch ImageNet example)",
                            version="", sha256="", files=("val",), licence="ImageNet terms of access",
                            description="ImageNet-1k validation set, 1000 wnid folders"))
 
 _MAPPING_LINE = re.compile(r"^([^\t, ]+)[\t, ]\s*(.+)$")
+# index -> the synset's own name in the standard ImageNet class index, for CLIP's duplicated names
+IMAGENET_DUPLICATE_NAMES: dict[int, tuple[str, str]] = {744: ("missile", "projectile"), 836: ("sunglasses", "sunglass")}
+
+
+def disambiguate_classnames(names: Sequence[str]) -> tuple[list[str], dict[int, str]]:
+    """Unique class names: CLIP's two known ImageNet repeats get their synset names, any other repeat a number.
+
+    Returns the names and ``{index: new name}`` of what was renamed (first occurrences keep their name).
+    """
+    out = list(names)
+    renamed: dict[int, str] = {}
+    if len(out) == 1000:
+        for index, (old, new) in IMAGENET_DUPLICATE_NAMES.items():
+            if out[index] == old and out.count(old) > 1:
+                out[index] = renamed[index] = new
+    seen: dict[str, int] = {}
+    for i, name in enumerate(out):
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            out[i] = renamed[i] = f"{name} ({seen[name]})"
+    return out, renamed
 
 
 def _open_clip_metadata() -> ModuleType:
@@ -107,5 +136,8 @@ def _build_imagenet_ds(resources_dir: Path, images_dir: Path, *, root: str | Non
     tree = require(base / subdir, SOURCE, "ImageFolder tree <wnid>/<image>")
     clip_names, openai_templates = openai_imagenet()
     classnames, names_from = _classnames(tree, classnames_file, clip_names)
-    return build_imagefolder(tree, name="imagenet", source=SOURCE, classnames=classnames, names_from=names_from,
-                             templates=list(templates) if templates else openai_templates, limit=limit, seed=seed)
+    classnames, renamed = disambiguate_classnames(classnames)
+    df, info = build_imagefolder(tree, name="imagenet", source=SOURCE, classnames=classnames, names_from=names_from,
+                                 templates=list(templates) if templates else openai_templates, limit=limit, seed=seed)
+    info.counts["renamed_duplicates"] = {str(k): v for k, v in renamed.items()}
+    return df, info

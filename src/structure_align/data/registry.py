@@ -21,13 +21,15 @@ from typing import Any
 
 import pandas as pd
 
-CLIENTS: tuple[str, ...] = ("apt", "npm", "local")
+CLIENTS: tuple[str, ...] = ("apt", "npm", "url", "local")
 TASKS: tuple[str, ...] = ("pairs", "zeroshot", "retrieval")
 # every builder takes these two options (CI subsets and the seeded split); added to each spec's defaults
 COMMON_OPTIONS: dict[str, Any] = {"limit": None, "seed": 0}
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.+-]*$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_MD5_RE = re.compile(r"^[0-9a-f]{32}$")
+UNPACK: tuple[str, ...] = ("auto", "zip", "tar", "none")
 
 
 class UnknownNameError(KeyError):
@@ -38,12 +40,52 @@ class UnknownNameError(KeyError):
 
 
 @dataclass(frozen=True)
+class Download:
+    """One file of a ``url`` source: where it is published, how it is pinned and where it goes.
+
+    ``file`` names the file in the download cache (and under a mirror: ``<mirror>/<source>/<file>``); ``sha256`` or,
+    where the publisher gives only that, ``md5`` pins its bytes; ``size`` (bytes, optional) lets a truncated file be
+    named as such. ``unpack`` is ``auto`` (by suffix: .zip, .tar, .tar.gz, .tgz), ``zip``, ``tar`` or ``none`` (the
+    file is placed as is); ``into`` is the folder of the source tree it is unpacked into (or placed in); ``inner``
+    are archives inside it (paths relative to ``into``) that are unpacked in turn and then removed.
+    """
+
+    file: str
+    url: str
+    sha256: str = ""
+    md5: str = ""
+    size: int | None = None
+    unpack: str = "auto"
+    into: str = ""
+    inner: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.file or "/" in self.file or self.file.startswith("."):
+            raise ValueError(f"download file name {self.file!r} must be a plain file name")
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"download {self.file!r}: url {self.url!r} must be http(s)")
+        if not (_SHA256_RE.match(self.sha256) or (not self.sha256 and _MD5_RE.match(self.md5))):
+            raise ValueError(f"download {self.file!r}: needs a sha256 (64 hex digits) or, where only that is "
+                             f"published, an md5 (32 hex digits); got sha256={self.sha256!r} md5={self.md5!r}")
+        if self.unpack not in UNPACK:
+            raise ValueError(f"download {self.file!r}: unpack {self.unpack!r} is not one of {UNPACK}")
+        object.__setattr__(self, "inner", tuple(self.inner))
+
+    @property
+    def checksum(self) -> tuple[str, str]:
+        """``(algorithm, hex digest)`` the file is verified with: sha256 when pinned, else md5."""
+        return ("sha256", self.sha256) if self.sha256 else ("md5", self.md5)
+
+
+@dataclass(frozen=True)
 class SourceSpec:
     """A pinned raw source.
 
     ``files`` are paths (relative to the unpacked package root) that must exist after acquisition; they are what the
     dataset builders read, so acquisition checks them before writing ``SOURCE.json``. For ``local`` sources
     ``package`` is a human hint of what to place under ``resources/<name>/`` and ``version``/``sha256`` may be empty.
+    A ``url`` source lists its published files in ``downloads`` (each pinned by its own checksum; ``sha256`` of the
+    spec stays empty) and names the release in ``version``.
     """
 
     name: str
@@ -54,18 +96,36 @@ class SourceSpec:
     files: tuple[str, ...] = ()
     licence: str = ""
     description: str = ""
+    downloads: tuple[Download, ...] = ()
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
             raise ValueError(f"source name {self.name!r} must match {_NAME_RE.pattern}")
         if self.client not in CLIENTS:
             raise ValueError(f"source {self.name!r}: client {self.client!r} is not one of {CLIENTS}")
-        if self.client != "local":
+        object.__setattr__(self, "downloads", tuple(self.downloads))
+        if self.client == "url":
+            if not self.downloads or not self.version:
+                raise ValueError(f"source {self.name!r}: client 'url' needs downloads and a version")
+            names = [d.file for d in self.downloads]
+            if len(set(names)) != len(names):
+                raise ValueError(f"source {self.name!r}: download file names {names} are not unique")
+        elif self.downloads:
+            raise ValueError(f"source {self.name!r}: downloads are only for client 'url', not {self.client!r}")
+        elif self.client != "local":
             if not self.package or not self.version:
                 raise ValueError(f"source {self.name!r}: client {self.client!r} needs a package and a pinned version")
             if not _SHA256_RE.match(self.sha256):
                 raise ValueError(f"source {self.name!r}: sha256 {self.sha256!r} is not 64 lower-case hex digits")
         object.__setattr__(self, "files", tuple(self.files))
+
+    @property
+    def pin(self) -> str:
+        """One string that changes whenever what is fetched changes (the workflow's params trigger of acquisition)."""
+        base = f"{self.client}:{self.package}={self.version}@{self.sha256}"
+        if self.client != "url":
+            return base
+        return base + "".join(f"|{d.file}<{d.url}#{':'.join(d.checksum)}" for d in self.downloads)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """STL10 zero-shot set from the official binaries (docs/method.md §7; docs/datasets.md).
 
-``resources/stl10/stl10_binary/`` as unpacked from ``stl10_binary.tar.gz``: ``{split}_X.bin`` (uint8, per image the
+``resources/stl10/stl10_binary/`` as unpacked from ``stl10_binary.tar.gz`` (a ``url`` source, md5 as published with
+torchvision's loader): ``{split}_X.bin`` (uint8, per image the
 3 colour planes, each 96x96 column-major), ``{split}_y.bin`` (1-based labels) and ``class_names.txt``. Images are
 written as 96x96 PNG; the templates are CLIP-benchmark's.
 """
@@ -14,13 +15,16 @@ import pandas as pd
 
 from ._local import LOCAL_VERSION, array_image_rows, check_split, clip_benchmark_templates, dataset_root, require
 from .helpers import stratified_subset
-from .registry import DatasetInfo, SourceSpec, register_dataset, register_source
+from .registry import DatasetInfo, Download, SourceSpec, register_dataset, register_source
 
 SOURCE = "stl10"
-register_source(SourceSpec(name=SOURCE, client="local", package="stl10_binary.tar.gz unpacked", version="",
+register_source(SourceSpec(name=SOURCE, client="url", package="STL-10 binary version", version="binary",
                            sha256="", files=("stl10_binary/test_X.bin", "stl10_binary/test_y.bin",
                                              "stl10_binary/class_names.txt"),
-                           description="STL10 binaries"))
+                           description="STL10 binaries (2.6 GB archive)",
+                           downloads=(Download("stl10_binary.tar.gz",
+                                               "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
+                                               md5="91f7769df0f17e558f3565bffb0c7dfb"),)))
 
 STL_SIDE = 96
 

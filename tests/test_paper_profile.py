@@ -1,0 +1,113 @@
+"""The paper profile plans offline: `snakemake -n` of both paper configs, job counts per rule (docs/paper-profile.md).
+
+No hub, GPU or network is touched: the paper encoders are registered names (or families) whose modality is known
+without weights, and dataset sources are only planned, never fetched, in a dry run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from structure_align import config as params_mod
+from structure_align.reference import paper_markdown, paper_table
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PAPER = "workflow/configs/paper.yaml"
+SCALING = "workflow/configs/paper-scaling.yaml"
+
+# the counts recorded in docs/paper-profile.md "Planned jobs"
+PAPER_COUNTS = {"acquire": 9, "manifest": 9, "extract_features": 36, "evaluate_reference": 1, "score_layers": 1,
+                "layer_heatmap": 1, "train": 10, "evaluate": 10, "aggregate": 1, "paper_table": 1, "paper": 1}
+SCALING_COUNTS = {"acquire": 9, "manifest": 9, "extract_features": 18, "score_layers": 1, "layer_heatmap": 1,
+                  "train": 54, "evaluate": 54, "aggregate": 1, "paper": 1}
+
+
+def _job_counts(output: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    block = output.split("Job stats:", 1)
+    assert len(block) == 2, output[-3000:]
+    for line in block[1].splitlines()[3:]:
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        if m.group(1) != "total":
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dest = tmp_path_factory.mktemp("paper-plan")
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        if (ROOT / rel).is_file() and not rel.startswith(("results/", "tests/")):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dest / rel)
+    return dest
+
+
+def _dry_run(repo: Path, *configs: str) -> dict[str, int]:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", HF_HUB_OFFLINE="1",
+               no_proxy="*", http_proxy="http://0.0.0.0:9", https_proxy="http://0.0.0.0:9")
+    proc = subprocess.run([str(BIN / "snakemake"), "paper", "-n", "--workflow-profile", "workflow/profiles/default",
+                           "--cores", "1", "--configfile", *configs], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return _job_counts(proc.stdout)
+
+
+def test_paper_config_plans_offline(repo: Path) -> None:
+    assert _dry_run(repo, PAPER) == PAPER_COUNTS
+
+
+def test_paper_scaling_config_plans_offline(repo: Path) -> None:
+    assert _dry_run(repo, PAPER, SCALING) == SCALING_COUNTS
+
+
+def test_paper_configs_validate() -> None:
+    for files in ((PAPER,), (PAPER, SCALING)):
+        config = params_mod.load_params(ROOT / "params.yaml", *(ROOT / f for f in files))
+        params_mod.check_params(config)
+    config = params_mod.load_params(ROOT / "params.yaml", ROOT / PAPER)
+    assert [m["head"] for m in config["methods"]].count("released_mlp") == 3 and len(config["methods"]) == 10
+    assert config["datasets"]["zeroshot"] == ["stl10", "cifar10", "caltech101", "food101", "cifar100", "imagenet",
+                                              "pets"]
+
+
+def test_reference_file_matches_the_issue_table() -> None:
+    ref = pd.read_csv(ROOT / "workflow/configs/paper-reference.csv")
+    assert len(ref) == 9 and ref.shape[1] == 4 + 9
+    row = ref[(ref["head"] == "linear") & (ref["layers"] == "similar") & ref["structure"]].iloc[0]
+    assert row["stl10 top-1"] == 92.6 and row["flickr30k T2I R@1"] == 53.7
+    assert ref.set_index("method").loc["CSA + Similar + R_S", "cifar10 top-1"] == 97.2
+
+
+def test_paper_table_diffs_and_unmatched_rows() -> None:
+    paper = pd.DataFrame([{"method": "Linear + Last", "head": "linear", "layers": "last", "structure": False,
+                           "stl10 top-1": 75.6},
+                          {"method": "CSA + Last", "head": "csa", "layers": "last", "structure": False,
+                           "stl10 top-1": 77.9}])
+    main = pd.DataFrame([{"encoders": "a + b", "method": "Linear + Last", "head": "linear", "layers": "last",
+                          "structure": False, "stl10 top-1": 70.0},
+                         {"encoders": "a + b", "method": "Linear + Last + R_S", "head": "linear", "layers": "last",
+                          "structure": True, "stl10 top-1": 71.0}])
+    refs = pd.DataFrame([{"encoders": "c + d", "method": "CLIP", "head": "reference", "layers": "",
+                          "structure": False, "stl10 top-1": 99.0}])
+    long = paper_table(main, refs, paper)
+    first = long[long.method == "Linear + Last"].iloc[0]
+    assert first.paper == 75.6 and abs(first["diff"] - (70.0 - 75.6)) < 1e-9
+    assert long[long.method == "Linear + Last + R_S"]["paper"].isna().all()
+    assert long[long.method == "CLIP"]["ours"].iloc[0] == 99.0
+    assert (long[long.paper_method == "CSA + Last"]["method"] == "(not run)").all()
+    md = paper_markdown(long)
+    assert "70.0 / 75.6 (-5.6)" in md and "99.0 / n/a (n/a)" in md
