@@ -18,6 +18,7 @@ include: "workflow/rules/features.smk"
 include: "workflow/rules/layers.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/analysis.smk"
 
 
 rule all:

@@ -73,7 +73,10 @@ def train_runs(run_dirs: Sequence[str | Path], params: Mapping[str, Any], vision
     ``train.json`` into each (docs/method.md §6).
 
     ``params`` holds the params blocks ``training``, ``structure`` and ``csa``; each run's identity (head, layers,
-    R_S values, size, seed) comes from its directory (:meth:`RunSpec.from_path`).
+    R_S values, size, seed) comes from its directory (:meth:`RunSpec.from_path`). Two optional blocks of the
+    analysis targets (docs/analysis.md): ``neighbourhood`` (``{"k": [...]}``: per-epoch trustworthiness and
+    continuity on the validation pairs, in the history) and ``in_domain`` (labelled pool samples added to the
+    training pairs, :func:`structure_align.indomain.in_domain_pairs`).
     """
     from .pool import load_pair_pool, run_rows
     from .runs import RunSpec, train_config
@@ -97,8 +100,10 @@ def train_runs(run_dirs: Sequence[str | Path], params: Mapping[str, Any], vision
                                  int(training["val_seed"]))
         log.info("run %s: layers (%s, %s), n_train=%d, n_val=%d", run_dir, pool.vision_layer_names[i],
                  pool.text_layer_names[j], len(sub), len(val_rows))
-        result = train_heads(x_all[sub], y_all[sub], x_all[val_rows], y_all[val_rows], cfg, device=dev,
-                             progress=progress)
+        x_train, y_train, added = _with_in_domain(params, x_all[sub], y_all[sub], i, j, spec.seed)
+        result = train_heads(x_train, y_train, x_all[val_rows], y_all[val_rows], cfg, device=dev,
+                             progress=progress, epoch_metrics=_epoch_metrics(params, x_all[val_rows],
+                                                                             y_all[val_rows]))
         result.aligner.save(Path(run_dir) / "heads.safetensors")
         n_available = pool.n - len(val_rows)
         write_json(Path(run_dir) / "train.json", {
@@ -109,7 +114,30 @@ def train_runs(run_dirs: Sequence[str | Path], params: Mapping[str, Any], vision
             "n_pool": pool.n, "pool_counts": pool.counts, "best_epoch": result.best_epoch, "lr": result.lr,
             "lambda_at_best": result.lambda_at_best, "warmup_steps": result.warmup_steps,
             "epochs_run": len(result.history), "train_config": cfg.to_dict(), "history": result.history,
-            "seconds": round(time.perf_counter() - start, 3)})
+            "seconds": round(time.perf_counter() - start, 3), **({"in_domain": added} if added else {})})
+
+
+def _with_in_domain(params: Mapping[str, Any], x: Any, y: Any, i: int, j: int, seed: int) -> tuple[Any, Any, Any]:
+    """The run's training pairs plus, with a params ``in_domain`` block, its k-per-class labelled pool samples
+    (docs/analysis.md "in_domain"); returns ``(x, y, record or None)``."""
+    if not params.get("in_domain"):
+        return x, y, None
+    import torch
+
+    from .indomain import in_domain_pairs
+
+    x_add, y_add, record = in_domain_pairs(params["in_domain"], i, j, seed)
+    return torch.cat([x, x_add]), torch.cat([y, y_add]), record
+
+
+def _epoch_metrics(params: Mapping[str, Any], x_val: Any, y_val: Any) -> Any:
+    """With a params ``neighbourhood`` block: the per-epoch trustworthiness / continuity callback on the
+    validation pairs (docs/analysis.md "neighbourhood"), else None."""
+    if not params.get("neighbourhood"):
+        return None
+    from .neighbourhood import from_params
+
+    return from_params(params["neighbourhood"], x_val, y_val)
 
 
 def _fraction(spec: Any, n_train: int, n_available: int) -> float:
