@@ -13,8 +13,9 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SNAKEMAKE := snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
 SMOKE := --configfile workflow/configs/smoke.yaml
 DVC_REMOTE ?= $(CURDIR)/../structure-dvc-store
+REPORT ?= results/report.html
 
-.PHONY: help install reproduce smoke features-all test test-unit lint bench pull push remote dag clean-smoke
+.PHONY: help install reproduce smoke features-all analysis report test test-unit lint bench pull push remote dag clean-smoke
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -42,6 +43,12 @@ smoke: install  ## the CI smoke workflow (workflow/configs/smoke.yaml) into resu
 
 features-all: install  ## extract all four offline encoders for every offline dataset
 	$(SNAKEMAKE) features_all
+
+analysis: install  ## the five analysis targets (docs/analysis.md) on the offline default
+	$(SNAKEMAKE) analysis
+
+report: install  ## results/report.html (snakemake --report): the default run's and every finished analysis target's outputs
+	$(SNAKEMAKE) --report $(REPORT) report_inputs
 
 test-unit: install  ## unit tests only (no end-to-end workflow run)
 	$(PY) -m pytest -q -m "not workflow" tests

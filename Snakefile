@@ -9,6 +9,10 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
+# front page of `snakemake --report` (make report)
+report: "workflow/report/workflow.rst"
+
+
 # validates params (schema + registry names, key-naming messages) before any job is planned
 include: "workflow/rules/common.smk"
 

@@ -202,10 +202,10 @@ def test_default_grids_are_valid_and_distinct() -> None:
 
 def test_bad_analysis_values_are_named() -> None:
     conf = config.load_params(ROOT / "params.yaml")
-    conf["analysis"]["in_domain"]["dataset"] = "emoji"
+    conf["analysis"]["in_domain"]["pool"] = "emoji"
     conf["analysis"]["combinations"]["methods"] = [{"head": "linear", "layers": "last", "structure": False}] * 2
     errors = ana.check_analysis(conf)
-    assert any("analysis.in_domain.dataset" in e for e in errors)
+    assert any("analysis.in_domain.pool" in e and "zero-shot" in e for e in errors)
     assert any("analysis.combinations" in e and "same head" in e for e in errors)
     conf = config.load_params(ROOT / "params.yaml")
     conf["analysis"]["ablations"]["distance"] = ["euclid"]

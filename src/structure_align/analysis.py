@@ -167,8 +167,8 @@ def variant_records(config: Mapping[str, Any], target: str) -> list[dict[str, An
 
 
 def check_analysis(config: Mapping[str, Any]) -> list[str]:
-    """What the schema cannot check about ``analysis`` (registered encoders and datasets, variants, k and the
-    pool's size); empty = fine."""
+    """What the schema cannot check about ``analysis`` (variants, sizes, seeds, the in-domain datasets and
+    template); empty = fine. Encoder names of ``combinations`` are checked when their features are extracted."""
     if "analysis" not in config:
         return []
     errors: list[str] = []
@@ -179,9 +179,14 @@ def check_analysis(config: Mapping[str, Any]) -> list[str]:
             errors.append(f"params key 'analysis.{target}': {exc}")
     b = config["analysis"].get("in_domain") or {}
     if b:
-        if b.get("dataset") not in config["datasets"]["zeroshot"]:
-            errors.append(f"params key 'analysis.in_domain.dataset': {b.get('dataset')!r} must be one of "
-                          f"datasets.zeroshot {config['datasets']['zeroshot']} (its test images are evaluated)")
+        from .config import dataset_specs
+
+        specs = dataset_specs(config)
+        for key in ("dataset", "pool"):
+            spec = specs.get(b.get(key))
+            if spec is None or spec.task != "zeroshot":
+                errors.append(f"params key 'analysis.in_domain.{key}': {b.get(key)!r} is not a registered zero-shot "
+                              "dataset")
         if b.get("dataset") == b.get("pool"):
             errors.append("params key 'analysis.in_domain.pool': must differ from the evaluated dataset")
         if "{}" not in str(b.get("template", "")):
