@@ -137,7 +137,7 @@ def plot_in_domain(table: pd.DataFrame, metric: str, png: str | os.PathLike, pdf
         ks = sorted(table.k.unique())
         ax.set_xticks(ks, [str(int(k)) for k in ks])
         ax.set_xlabel("labelled in-domain samples per class (k)")
-        ax.set_ylabel(f"{metric} (%)")
+        ax.set_ylabel(f"{metric.replace(' top1', ' top-1')} (%)")
         ax.grid(True, lw=0.3)
         ax.legend(loc="best", frameon=False, fontsize=7)
         save_figure(fig, png, pdf)
