@@ -99,7 +99,7 @@ def paired_row(base: pd.DataFrame, new: pd.DataFrame, metric: str) -> dict[str, 
 
 def mean_std(frame: pd.DataFrame, metric: str) -> tuple[float, float, int]:
     vals = _by_seed(frame, metric)
-    return float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0, int(len(vals))
+    return float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0, len(vals)
 
 
 def comparisons(labels: Sequence[str], records: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
@@ -233,6 +233,12 @@ def neighbourhood_history(paths: Sequence[str | os.PathLike], records: Sequence[
     return pd.DataFrame(rows)
 
 
+def _at_epoch(g: pd.DataFrame, when: str) -> float:
+    """One seed's value after the first epoch, at its restored (best) epoch, or at its last epoch."""
+    epoch = {"first": g.epoch.min(), "best": g.best_epoch.iloc[0], "last": g.epoch.max()}[when]
+    return float(g[g.epoch == epoch].value.mean())
+
+
 def neighbourhood_table(history: pd.DataFrame) -> pd.DataFrame:
     """Per variant, modality, measure and k: the value after the first epoch, at the restored (best) epoch and
     at the last epoch, mean ± std over seeds."""
@@ -240,10 +246,8 @@ def neighbourhood_table(history: pd.DataFrame) -> pd.DataFrame:
     for (var, mod, meas, k), grp in history.groupby(["variant", "modality", "measure", "k"], sort=False):
         row: dict[str, Any] = {"variant": var, "modality": mod, "measure": meas, "k": int(k),
                                "k_used": int(grp.k_used.iloc[0]), "n_seeds": int(grp.seed.nunique())}
-        for when, pick in (("first", lambda g: g[g.epoch == g.epoch.min()]),
-                           ("best", lambda g: g[g.epoch == g.best_epoch]),
-                           ("last", lambda g: g[g.epoch == g.epoch.max()])):
-            vals = grp.groupby("seed").apply(lambda g: float(pick(g).value.mean()), include_groups=False)
+        for when in ("first", "best", "last"):
+            vals = grp.groupby("seed").apply(lambda g, w=when: _at_epoch(g, w), include_groups=False)
             row[when] = float(vals.mean())
             row[f"{when} std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
         rows.append(row)

@@ -38,7 +38,7 @@ def sample_per_class(labels: Sequence[int] | np.ndarray, k: int, seed: int, n_cl
     y = np.asarray(labels, dtype=np.int64)
     if isinstance(k, bool) or int(k) < 0:
         raise InDomainError(f"in_domain: k must be a non-negative integer, got {k!r}")
-    banned = set(int(r) for r in np.asarray(exclude, dtype=np.int64).tolist())
+    banned = {int(r) for r in np.asarray(exclude, dtype=np.int64).tolist()}
     chosen: list[np.ndarray] = []
     for c in range(int(n_classes)):
         rows = np.array([r for r in np.flatnonzero(y == c) if int(r) not in banned], dtype=np.int64)
