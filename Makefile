@@ -21,8 +21,9 @@ PAPER := snakemake paper --workflow-profile $(PAPER_PROFILE) --cores $(CORES) \
 	--config 'encoders={vision: [$(PAPER_VISION)], text: [roberta-large], all_vision: [], all_text: []}' \
 	--configfile workflow/configs/paper.yaml
 DVC_REMOTE ?= $(CURDIR)/../structure-dvc-store
+REPORT ?= results/report.html
 
-.PHONY: help install reproduce reproduce-released reproduce-full reproduce-paper reproduce-paper-scaling paper-plan smoke features-all test test-unit reliability lint \
+.PHONY: help install reproduce reproduce-released reproduce-full reproduce-paper reproduce-paper-scaling paper-plan analysis report smoke features-all test test-unit reliability lint \
 	bench pull push remote lock dag clean-smoke
 
 help:  ## list the targets
@@ -66,6 +67,12 @@ smoke: install  ## the CI smoke workflow (workflow/configs/smoke.yaml) into resu
 
 features-all: install  ## extract all four offline encoders for every offline dataset
 	$(SNAKEMAKE) features_all
+
+analysis: install  ## the five analysis targets (docs/analysis.md) on the offline default
+	$(SNAKEMAKE) analysis
+
+report: install  ## results/report.html (snakemake --report): the default run's and every finished analysis target's outputs
+	$(SNAKEMAKE) --report $(REPORT) report_inputs
 
 test-unit: install  ## unit tests only (no end-to-end workflow run)
 	$(PY) -m pytest -q -m "not workflow" tests

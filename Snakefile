@@ -9,6 +9,10 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
+# front page of `snakemake --report` (make report)
+report: "workflow/report/workflow.rst"
+
+
 # validates params (schema + registry names, key-naming messages) before any job is planned
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
@@ -17,6 +21,7 @@ include: "workflow/rules/layers.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/paper.smk"
+include: "workflow/rules/analysis.smk"
 
 
 rule all:

@@ -24,7 +24,8 @@ class _Spec(SimpleNamespace):
 
 DATASETS = {name: _Spec(task=task) for name, task in [
     ("tuxpaint", "pairs"), ("emoji", "pairs"), ("fashion_mnist", "zeroshot"), ("gcompris_categorization", "zeroshot"),
-    ("art4apps", "zeroshot"), ("gcompris_explore_title", "retrieval"), ("gcompris_explore_desc", "retrieval")]}
+    ("art4apps", "zeroshot"), ("gcompris_explore_title", "retrieval"), ("gcompris_explore_desc", "retrieval"),
+    ("fashion_mnist_train", "zeroshot")]}
 ENCODERS = {"effnet-lite0": "vision", "dinov2-s-imgfocus": "vision", "minilm-l6": "text", "mpnet-base": "text"}
 
 

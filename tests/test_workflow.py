@@ -377,3 +377,78 @@ def test_dvc_lock_is_in_sync_with_the_committed_code(tmp_path: Path) -> None:
     status = json.loads(_run([str(BIN / "dvc"), "status", "--json"], clone).stdout or "{}")
     problems = _dvc_status_problems(status)
     assert not problems, f"dvc.lock is stale (run `make reproduce && make lock` and commit dvc.lock): {problems}"
+# ------------------------------------------------------------------------------------------------------------------
+# analysis targets and the HTML report (docs/analysis.md), on the smoke config's `analysis` block
+# ------------------------------------------------------------------------------------------------------------------
+
+ANALYSIS_TARGETS = ("combinations", "layer_correlation", "ablations", "in_domain", "neighbourhood")
+
+
+@pytest.fixture(scope="module")
+def analysed(smoke: Path) -> Path:
+    """The smoke copy after `snakemake analysis` and `snakemake --report` (the analysis reuses its features)."""
+    _snakemake(smoke, "analysis", "--configfile", SMOKE, timeout=RUN_TIMEOUT)
+    out = _smoke_config(smoke)["results_dir"]
+    _snakemake(smoke, "--report", f"{out}/report.html", "report_inputs", "--configfile", SMOKE)
+    return smoke
+
+
+def test_every_analysis_target_writes_its_table_and_figure(analysed: Path) -> None:
+    conf = _smoke_config(analysed)
+    out = analysed / conf["results_dir"]
+    for target in ANALYSIS_TARGETS:
+        assert (out / f"tables/analysis_{target}.md").read_text().startswith(("|", "##")), target
+        for ext in ("png", "pdf"):
+            assert (out / f"figures/analysis_{target}.{ext}").stat().st_size > 5000, (target, ext)
+    gains = pd.read_csv(out / "tables/analysis_combinations.csv")
+    n_pairs = len(conf["analysis"]["combinations"]["vision"]) * len(conf["analysis"]["combinations"]["text"])
+    assert gains.encoders.nunique() == n_pairs and gains.comparison.nunique() == 3
+    assert (gains.n_seeds == len(conf["analysis"]["seeds"])).all() and gains.ci_lo.le(gains.ci_hi).all()
+    rho = pd.read_csv(out / "tables/analysis_layer_correlation_rho.csv")
+    grid = conf["analysis"]["layer_correlation"]
+    assert (rho.n_pairs >= len(grid["vision_layers"]) * len(grid["text_layers"])).all()
+    assert rho.rho.between(-1, 1).all()
+    ablations = pd.read_csv(out / "tables/analysis_ablations.csv")
+    assert set(ablations.axis) == {"lambda", "levels", "weighting", "distance"}
+    assert ablations.n_train_pairs.nunique() == len(conf["analysis"]["ablations"]["fractions"])
+    in_domain = pd.read_csv(out / "tables/analysis_in_domain.csv")
+    assert sorted(in_domain.k.unique()) == conf["analysis"]["in_domain"]["k"]
+    added = json.loads(next((out / "analysis/in_domain").glob("*/k~2/runs/**/seed~1/train.json")).read_text())
+    assert added["in_domain"]["n_added"] == 2 * 10 and added["in_domain"]["evaluation_set"] == "fashion_mnist"
+    neighbourhood = pd.read_csv(out / "tables/analysis_neighbourhood.csv")
+    assert set(neighbourhood.k) == set(conf["analysis"]["neighbourhood"]["k"])
+    assert neighbourhood[["first", "best", "last"]].stack().between(0, 1).all()
+
+
+def test_completed_analysis_is_up_to_date(analysed: Path) -> None:
+    proc = _snakemake(analysed, "-n", "analysis", "--configfile", SMOKE)
+    assert _job_counts(proc.stdout + proc.stderr) == {}, proc.stdout[-3000:]
+
+
+def test_report_has_every_caption_and_embeds_the_figures(analysed: Path) -> None:
+    out = analysed / _smoke_config(analysed)["results_dir"]
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert len(html) > 100_000
+    captions = sorted((ROOT / "workflow/report").glob("*.rst"))
+    assert len(captions) >= 14
+    for caption in captions:
+        title = re.match(r"\*\*(.+?)\.?\*\*", caption.read_text()).group(1)  # each caption opens with a bold title
+        assert title in html, (caption.name, title)
+    figures = ["scaling.png", "layers_effnet-lite0__minilm-l6.png", *[f"analysis_{t}.png" for t in ANALYSIS_TARGETS]]
+    for name in figures:
+        assert name in html, name
+    # the files travel inside the page as base64 data ("iVBORw0KGgo" = the PNG signature), not as links
+    assert html.count("iVBORw0KGgo") >= len(figures)
+    assert "src=\"results/" not in html
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="no headless chromium (apt-get install chromium)")
+def test_report_renders_in_a_headless_browser(analysed: Path, tmp_path: Path) -> None:
+    out = analysed / _smoke_config(analysed)["results_dir"]
+    shot = tmp_path / "report.png"
+    _run(["bash", str(ROOT / "workflow/report/screenshot.sh"), str(out / "report.html"), str(shot)], analysed,
+         timeout=300)
+    from PIL import Image
+
+    with Image.open(shot) as im:
+        assert im.size[0] >= 1000 and len(set(im.convert("L").getdata())) > 20  # not a blank page

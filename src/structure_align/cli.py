@@ -121,6 +121,13 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
     aggregate(args.metrics, results_dir=args.results_dir, **args.config)
 
 
+def cmd_analysis(args: argparse.Namespace) -> None:
+    """Table and figure of one analysis target; ``--config`` = its records, datasets and metrics (docs/analysis.md)."""
+    from .analysis_report import aggregate_target
+
+    aggregate_target(args.target, args.inputs, results_dir=args.results_dir, config=args.config)
+
+
 def _add(sub: Any, name: str, func: Callable[[argparse.Namespace], None], *flags: tuple[str, dict[str, Any]]) -> None:
     p = sub.add_parser(name, help=(func.__doc__ or "").splitlines()[0])
     for flag, kwargs in flags:
@@ -160,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
          ("--paper", _REQ), ("--out-csv", _REQ), ("--out-md", _REQ))
     _add(sub, "heatmap", cmd_heatmap, ("--scores", _REQ), ("--choice", _REQ), ("--png", _REQ), ("--pdf", _REQ))
     _add(sub, "aggregate", cmd_aggregate, ("--metrics", _MANY), ("--results-dir", _REQ), _CONFIG)
+    _add(sub, "analysis", cmd_analysis, ("--target", _REQ), ("--inputs", _MANY), ("--results-dir", _REQ), _CONFIG)
     return parser
 
 

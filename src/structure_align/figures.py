@@ -67,7 +67,10 @@ def plot_layer_heatmap(scores_csv: str | os.PathLike, choice_json: str | os.Path
         ax.set_ylabel(f"vision layer ({pair.split('__')[0]})")
         ax.set_title(title or f"{pair.replace('__', ' x ')}\n{choice.get('metric', 'score')}, "
                               f"n={choice.get('n_rows', '?')}, k={choice.get('k', '?')}")
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncols=1, frameon=False)
+        # a figure legend in the constrained layout's "outside" slot sits right under the x label; an axes legend
+        # anchored below the axes made the layout reserve a large blank band above it
+        handles, labels = ax.get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=1, frameon=False)
         save_figure(fig, png, pdf)
     log.info("heatmap %s: %d x %d layers", png, len(vnames), len(tnames))
 

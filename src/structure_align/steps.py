@@ -75,7 +75,10 @@ def train_runs(run_dirs: Sequence[str | Path], params: Mapping[str, Any], vision
     ``train.json`` into each (docs/method.md §6).
 
     ``params`` holds the params blocks ``training``, ``structure`` and ``csa``; each run's identity (head, layers,
-    R_S values, size, seed) comes from its directory (:meth:`RunSpec.from_path`).
+    R_S values, size, seed) comes from its directory (:meth:`RunSpec.from_path`). Two optional blocks of the
+    analysis targets (docs/analysis.md): ``neighbourhood`` (``{"k": [...]}``: per-epoch trustworthiness and
+    continuity on the validation pairs, in the history) and ``in_domain`` (labelled pool samples added to the
+    training pairs, :func:`structure_align.indomain.in_domain_pairs`).
     """
     import numpy as np
 
@@ -116,7 +119,9 @@ def train_runs(run_dirs: Sequence[str | Path], params: Mapping[str, Any], vision
         log.info("run %s: layers (%s, %s), n_train=%d, n_val=%d", run_dir, pool.vision_layer_names[i],
                  pool.text_layer_names[j], len(sub), len(val_rows))
         x_val, y_val = val_pool.vision_layers[i][val_rows], val_pool.text_layers[j][val_rows]
-        result = train_heads(x_all[sub], y_all[sub], x_val, y_val, cfg, device=dev, progress=progress)
+        x_train, y_train, added = _with_in_domain(params, x_all[sub], y_all[sub], i, j, spec.seed)
+        result = train_heads(x_train, y_train, x_val, y_val, cfg, device=dev, progress=progress,
+                             epoch_metrics=_epoch_metrics(params, x_val, y_val))
         result.aligner.save(Path(run_dir) / "heads.safetensors")
         n_available = pool.n - (0 if val_split == "test" else len(val_rows))
         write_json(Path(run_dir) / "train.json", {
@@ -129,7 +134,30 @@ def train_runs(run_dirs: Sequence[str | Path], params: Mapping[str, Any], vision
             "best_epoch": result.best_epoch, "lr": result.lr,
             "lambda_at_best": result.lambda_at_best, "warmup_steps": result.warmup_steps,
             "epochs_run": len(result.history), "train_config": cfg.to_dict(), "history": result.history,
-            "seconds": round(time.perf_counter() - start, 3)})
+            "seconds": round(time.perf_counter() - start, 3), **({"in_domain": added} if added else {})})
+
+
+def _with_in_domain(params: Mapping[str, Any], x: Any, y: Any, i: int, j: int, seed: int) -> tuple[Any, Any, Any]:
+    """The run's training pairs plus, with a params ``in_domain`` block, its k-per-class labelled pool samples
+    (docs/analysis.md "in_domain"); returns ``(x, y, record or None)``."""
+    if not params.get("in_domain"):
+        return x, y, None
+    import torch
+
+    from .indomain import in_domain_pairs
+
+    x_add, y_add, record = in_domain_pairs(params["in_domain"], i, j, seed)
+    return torch.cat([x, x_add]), torch.cat([y, y_add]), record
+
+
+def _epoch_metrics(params: Mapping[str, Any], x_val: Any, y_val: Any) -> Any:
+    """With a params ``neighbourhood`` block: the per-epoch trustworthiness / continuity callback on the
+    validation pairs (docs/analysis.md "neighbourhood"), else None."""
+    if not params.get("neighbourhood"):
+        return None
+    from .neighbourhood import from_params
+
+    return from_params(params["neighbourhood"], x_val, y_val)
 
 
 def _fraction(spec: Any, n_train: int, n_available: int) -> float:

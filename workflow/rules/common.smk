@@ -4,6 +4,8 @@
 import json
 from pathlib import Path
 
+from snakemake.io import report as mark_report
+
 from structure_align import config as params_mod, report, runs
 from structure_align.data import SOURCES
 from structure_align.data.acquire import pinned_spec
@@ -50,7 +52,7 @@ def manifest_path(dataset):
 
 
 def feature_path(dataset, slug):
-    """Feature file of a dataset and an encoder slug (runs.encoder_slug: '/' of hub ids becomes '--')."""
+    """Feature file of a dataset and an encoder slug (runs.encoder_slug: the slash of a hub id becomes '--')."""
     return f"{RESULTS}/features/{dataset}/{slug}.safetensors"
 
 
@@ -222,8 +224,26 @@ def report_config():
 
 
 def heatmaps():
-    return [
-        f"{RESULTS}/figures/layers_{runs.pair_name(v, t)}.{ext}"
-        for v, t in runs.encoder_pairs(config)
-        for ext in ("png", "pdf")
-    ]
+    return [f"{RESULTS}/figures/layers_{runs.pair_name(v, t)}.{ext}" for v, t in runs.encoder_pairs(config)
+            for ext in ("png", "pdf")]
+
+
+# outputs marked for `snakemake --report` (make report); the captions are workflow/report/*.rst
+MAIN_CAPTIONS = {"main_csv": "main_table", "scaling_png": "scaling", "summary_csv": "scaling_summary"}
+
+
+def marked_report_outputs():
+    """report_outputs() with the main table, the scaling figure and its data marked for the HTML report."""
+    out = []
+    for role, path in report.output_files(RESULTS).items():
+        if role in MAIN_CAPTIONS:
+            out.append(mark_report(path, caption=f"../report/{MAIN_CAPTIONS[role]}.rst", category="Main results",
+                                   labels={"file": Path(path).name}))
+        else:
+            out.append(path)
+    return out
+
+
+# the layer heatmap's PNG (layers.smk), marked for the report
+HEATMAP_PNG = mark_report(f"{RESULTS}/figures/layers_{{vision}}__{{text}}.png", caption="../report/heatmap.rst",
+                          category="Layer selection", labels={"pair": "{vision} x {text}"})

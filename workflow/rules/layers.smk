@@ -1,5 +1,6 @@
 # score_layers: mutual kNN of every (vision layer, text layer) pair on the training pool (docs/method.md §3);
-# the chosen pairs ("last", "similar") go to choice.json, which every train job of the pair reads.
+# the chosen pairs ("last", "similar") go to choice.json, which every train job of the pair reads. The heatmap is
+# marked for `snakemake --report` (make report).
 
 
 rule score_layers:
@@ -33,7 +34,7 @@ rule layer_heatmap:
         choice=f"{RESULTS}/layers/{{vision}}__{{text}}/choice.json",
         code=src_files("figures", "tables"),
     output:
-        png=f"{RESULTS}/figures/layers_{{vision}}__{{text}}.png",
+        png=HEATMAP_PNG,
         pdf=f"{RESULTS}/figures/layers_{{vision}}__{{text}}.pdf",
     log:
         f"{RESULTS}/logs/layer_heatmap/{{vision}}__{{text}}.log",
