@@ -403,11 +403,25 @@ def _kill_after(proc: subprocess.Popen, log: Path, start: int, steps_done: int, 
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     # the kernel releases the flock when the last process of the group has exited, not when make is reaped
+    # (a thread group whose leader is already a zombie can still hold it while its other threads exit)
     end = time.monotonic() + 120
-    while _live_group_members(proc.pid):
+    while _live_group_members(proc.pid) or not _flock_free(log.parent / ".snakemake/make.lock"):
         if time.monotonic() > end:
             raise AssertionError(f"processes of group {proc.pid} outlived SIGKILL by 120 s")
         time.sleep(0.1)
+    return True
+
+
+def _flock_free(path: Path) -> bool:
+    """Whether the make lock could be taken now (taken and released at once)."""
+    if not path.exists():
+        return True
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(fh, fcntl.LOCK_UN)
     return True
 
 
