@@ -226,7 +226,7 @@ BAD_PARAMS = [
     ("infinite learning rate", _set("training.lr", INF), "training.lr"),
     ("NaN fraction", _set("training.fractions", [0.5, NAN]), "training.fractions[1]"),
     ("NaN in a variant override", lambda c: c["methods"].append(
-        {"head": "linear", "layers": "last", "structure": {"lambda": NAN}}), "methods[3].structure.lambda"),
+        {"head": "linear", "layers": "last", "structure": {"lambda": NAN}}), "methods[5].structure.lambda"),
     ("unknown vision encoder", _set("encoders.vision", ["resnet-9000"]), "encoders.vision[0]"),
     ("text encoder as vision encoder", _set("encoders.vision", ["minilm-l6"]), "encoders.vision[0]"),
     ("unknown dataset", _set("datasets.train", ["emoji", "imagenet21k"]), "datasets.train[1]"),
@@ -237,9 +237,9 @@ BAD_PARAMS = [
     ("duplicate fractions", _set("training.fractions", [0.5, 0.5]), "training.fractions"),
     ("duplicate seeds", _set("training.seeds", [1, 2, 1]), "training.seeds"),
     ("duplicate sizes", _set("training.sizes", [50, 50]), "training.sizes"),
-    ("duplicate variant", lambda c: c["methods"].append(dict(c["methods"][0])), "methods[3]"),
+    ("duplicate variant", lambda c: c["methods"].append(dict(c["methods"][0])), "methods[5]"),
     ("unknown head", _append("methods", {"head": "transformer", "layers": "last", "structure": False}),
-     "methods[3].head"),
+     "methods[5].head"),
     ("bad layer choice", _set("methods[0].layers", "first"), "methods[0].layers"),
     ("unknown device", _set("device", "tpu"), "device"),
     ("unknown summary metric", _set("report.summary_metrics", ["accuracy"]), "report.summary_metrics[0]"),
@@ -403,11 +403,25 @@ def _kill_after(proc: subprocess.Popen, log: Path, start: int, steps_done: int, 
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     # the kernel releases the flock when the last process of the group has exited, not when make is reaped
+    # (a thread group whose leader is already a zombie can still hold it while its other threads exit)
     end = time.monotonic() + 120
-    while _live_group_members(proc.pid):
+    while _live_group_members(proc.pid) or not _flock_free(log.parent / ".snakemake/make.lock"):
         if time.monotonic() > end:
             raise AssertionError(f"processes of group {proc.pid} outlived SIGKILL by 120 s")
         time.sleep(0.1)
+    return True
+
+
+def _flock_free(path: Path) -> bool:
+    """Whether the make lock could be taken now (taken and released at once)."""
+    if not path.exists():
+        return True
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(fh, fcntl.LOCK_UN)
     return True
 
 
