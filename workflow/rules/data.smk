@@ -20,7 +20,7 @@ rule acquire:
         downloads=source_downloads,
     shell:
         "python -m structure_align acquire --source {wildcards.source} --resources-dir resources "
-        "--mirror {resources.mirror:q} --downloads {params.downloads:q} > {log} 2>&1"
+        "--mirror={resources.mirror:q} --downloads {params.downloads:q} > {log} 2>&1"
 
 
 rule manifest:
