@@ -80,7 +80,7 @@ test-unit: install  ## unit tests only (no end-to-end workflow run)
 test: install  ## unit tests + slow tests + the smoke workflow end to end (tests/test_workflow.py checks its table)
 	$(PY) -m pytest -q tests
 
-reliability: install  ## long reliability variants: 5 SIGKILLs of make smoke + a second run, byte-identical (RELIABILITY_TIME)
+reliability: install  ## 5 SIGKILLs of make smoke, then a plain rerun; a second run; byte-identical (~7 min, 2 cores)
 	$(PY) -m pytest -q -m reliability tests/test_reliability.py
 
 lint:  ## snakemake --lint (only the documented conda/container suggestion remains) and snakefmt

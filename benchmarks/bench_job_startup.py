@@ -90,12 +90,14 @@ def main() -> None:
         for name, code in IMPORTS.items():
             times = [time_import(code, repo / "src") for _ in range(args.repeats)]
             print(f"import {name:<28} median {statistics.median(times):6.2f} s")
-        for rule, command in commands.items():
-            results: dict[str, list[tuple[float, float]]] = {k: [] for k in sources}
-            for _ in range(args.repeats):
-                for label, src in sources.items():  # interleaved
-                    results[label].append(run_job(repo, command, src))
-            for label, rows in results.items():
+        results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        for _ in range(args.repeats):
+            for label, src in sources.items():  # interleaved; train -> evaluate -> aggregate with the same sources
+                for rule in ("train", "evaluate", "aggregate"):
+                    results.setdefault((rule, label), []).append(run_job(repo, commands[rule], src))
+        for rule in ("train", "evaluate", "aggregate"):
+            for label in sources:
+                rows = results[(rule, label)]
                 wall = statistics.median(r[0] for r in rows)
                 step = statistics.median(r[1] for r in rows)
                 # imports done inside the step function (lazy ones) count as step time
