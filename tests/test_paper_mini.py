@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,22 +22,13 @@ import yaml
 from http_fixture import FileServer
 from paper_fixtures import write_local, write_published
 from tiny_models import make_tiny_clip, make_tiny_dinov2, make_tiny_roberta
+from workflow_util import copy_sources
 
 pytestmark = pytest.mark.workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ZEROSHOT = ["stl10", "cifar10", "caltech101", "food101", "cifar100", "imagenet", "pets"]
-
-
-def _copy_repo(dest: Path) -> Path:
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
-                           check=True).stdout.decode().split("\0")
-    for rel in filter(None, files):
-        if (ROOT / rel).is_file() and not rel.startswith(("results/", "tests/")):
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dest / rel)
-    return dest
 
 
 def _mini_config(mirror: str, overrides: dict) -> dict:
@@ -63,7 +53,7 @@ def _mini_config(mirror: str, overrides: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repo = _copy_repo(tmp_path_factory.mktemp("paper-mini"))
+    repo = copy_sources(tmp_path_factory.mktemp("paper-mini"))
     www = tmp_path_factory.mktemp("www")
     overrides = write_published(www)
     write_local(repo / "resources")

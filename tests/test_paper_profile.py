@@ -7,14 +7,13 @@ without weights, and dataset sources are only planned, never fetched, in a dry r
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from workflow_util import copy_sources, job_counts
 
 from structure_align import config as params_mod
 from structure_align.reference import paper_markdown, paper_table
@@ -31,29 +30,9 @@ SCALING_COUNTS = {"acquire": 9, "manifest": 9, "extract_features": 18, "score_la
                   "train": 54, "evaluate": 54, "aggregate": 1, "paper": 1}
 
 
-def _job_counts(output: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    block = output.split("Job stats:", 1)
-    assert len(block) == 2, output[-3000:]
-    for line in block[1].splitlines()[3:]:
-        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if not m:
-            break
-        if m.group(1) != "total":
-            counts[m.group(1)] = int(m.group(2))
-    return counts
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("paper-plan")
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
-                           check=True).stdout.decode().split("\0")
-    for rel in filter(None, files):
-        if (ROOT / rel).is_file() and not rel.startswith(("results/", "tests/")):
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dest / rel)
-    return dest
+    return copy_sources(tmp_path_factory.mktemp("paper-plan"))
 
 
 def _dry_run(repo: Path, *configs: str) -> dict[str, int]:
@@ -63,7 +42,8 @@ def _dry_run(repo: Path, *configs: str) -> dict[str, int]:
                            "--cores", "1", "--configfile", *configs], cwd=repo, env=env, capture_output=True,
                           text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return _job_counts(proc.stdout)
+    assert "Job stats:" in proc.stdout, proc.stdout[-3000:]
+    return job_counts(proc.stdout)
 
 
 def test_paper_config_plans_offline(repo: Path) -> None:

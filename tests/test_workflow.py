@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from workflow_util import job_counts
 
 from structure_align.stats import VERDICTS
 
@@ -92,21 +93,6 @@ def _snakemake(repo: Path, *args: str, timeout: int = 600, check: bool = True) -
                 repo, timeout=timeout, check=check)
 
 
-def _job_counts(dry_run_output: str) -> dict[str, int]:
-    """Parse the 'Job stats' table of `snakemake -n` (empty dict = nothing to be done)."""
-    counts: dict[str, int] = {}
-    block = dry_run_output.split("Job stats:", 1)
-    if len(block) < 2:
-        return counts
-    for line in block[1].splitlines()[3:]:
-        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if not m:
-            break
-        if m.group(1) != "total":
-            counts[m.group(1)] = int(m.group(2))
-    return counts
-
-
 @pytest.fixture(scope="module")
 def smoke(smoke_repo: Path) -> Path:
     """The session's smoke run (tests/conftest.py; tests/test_reliability.py compares with it too)."""
@@ -164,12 +150,12 @@ def _modified_plan(repo: Path, tmp_path: Path, change) -> dict[str, int]:
     path.write_text(yaml.safe_dump(conf))
     # a complete replacement (not a merge onto params.yaml), so that list values can shrink
     proc = _snakemake(repo, "-n", "--replace-workflow-config", "--configfile", str(path))
-    return _job_counts(proc.stdout + proc.stderr)
+    return job_counts(proc.stdout + proc.stderr)
 
 
 def test_completed_run_is_up_to_date(smoke: Path) -> None:
     proc = _snakemake(smoke, "-n", "--configfile", SMOKE)
-    assert _job_counts(proc.stdout + proc.stderr) == {}, proc.stdout[-3000:]
+    assert job_counts(proc.stdout + proc.stderr) == {}, proc.stdout[-3000:]
 
 
 @pytest.mark.parametrize("change, expected_train", [
@@ -230,7 +216,7 @@ def test_dvc_push_pull_round_trip_then_touch(smoke: Path, tmp_path: Path) -> Non
     assert after == before
     _snakemake(smoke, "--touch", "--configfile", SMOKE)
     proc = _snakemake(smoke, "-n", "--configfile", SMOKE)
-    assert _job_counts(proc.stdout + proc.stderr) == {}, proc.stdout[-3000:]
+    assert job_counts(proc.stdout + proc.stderr) == {}, proc.stdout[-3000:]
 
 
 def _user_data(root: Path) -> dict:
@@ -351,7 +337,7 @@ def test_make_remote_push_fresh_clone_make_pull_then_nothing_to_do(smoke: Path, 
     for path in sorted((project / "results/features").rglob("*.safetensors")):
         assert (clone / path.relative_to(project)).read_bytes() == path.read_bytes(), path
     proc = _snakemake(clone, "-n")
-    assert _job_counts(proc.stdout + proc.stderr) == {}, proc.stdout[-3000:]
+    assert job_counts(proc.stdout + proc.stderr) == {}, proc.stdout[-3000:]
     status = json.loads(_run([str(BIN / "dvc"), "status", "--json"], clone).stdout or "{}")
     assert status == {}, status
 
@@ -424,7 +410,7 @@ def test_every_analysis_target_writes_its_table_and_figure(analysed: Path) -> No
 
 def test_completed_analysis_is_up_to_date(analysed: Path) -> None:
     proc = _snakemake(analysed, "-n", "analysis", "--configfile", SMOKE)
-    assert _job_counts(proc.stdout + proc.stderr) == {}, proc.stdout[-3000:]
+    assert job_counts(proc.stdout + proc.stderr) == {}, proc.stdout[-3000:]
 
 
 def test_report_has_every_caption_and_embeds_the_figures(analysed: Path) -> None:
