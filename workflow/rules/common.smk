@@ -61,6 +61,12 @@ def encoder_of(wildcards):
     return runs.encoder_name(wildcards.encoder)
 
 
+def hub_revisions(wildcards):
+    """params ``encoders.revisions`` as canonical JSON, for the hub encoders' loaders (environment variable
+    STRUCTURE_ALIGN_HUB_REVISIONS; docs/encoders.md "Hub revisions"); '{}' when none are set."""
+    return json.dumps(config["encoders"].get("revisions") or {}, sort_keys=True)
+
+
 DOWNLOADS = config.get("downloads") or {}
 
 

@@ -18,8 +18,9 @@ rule extract_features:
         config=json.dumps(config["extraction"], sort_keys=True),
         device=config["device"],
         encoder=encoder_of,
+        revisions=hub_revisions,
     shell:
-        "python -m structure_align extract --manifest {input.manifest} --encoder {params.encoder:q} "
+        "STRUCTURE_ALIGN_HUB_REVISIONS={params.revisions:q} python -m structure_align extract --manifest {input.manifest} --encoder {params.encoder:q} "
         "--out {output} --config {params.config:q} --device {params.device} --threads {threads} > {log} 2>&1"
 
 
