@@ -60,7 +60,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 def check_revisions(revisions: Any, where: str) -> dict[str, str | None]:
     """``{hub repo: 40-hex commit | None}`` from ``revisions``; ``ValueError`` naming ``where``, the key and the value."""
     if not isinstance(revisions, Mapping):
-        raise ValueError(f"{where}: expected an object {{hub repo: commit hash}}, got {revisions!r}")
+        raise ValueError(f"{where}: expected an object {{hub repo: commit hash}}, got {revisions!r}")  # noqa: TRY004 (a bad config value)
     out: dict[str, str | None] = {}
     for repo, commit in revisions.items():
         if not isinstance(repo, str) or not _REPO_RE.match(repo):
