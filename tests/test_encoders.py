@@ -356,3 +356,18 @@ def test_mpnet_unpacks_and_has_13_layers(tmp_path):
     with torch.inference_mode():
         feats = enc.forward_layers(enc.tokenize(["a red apple", "a dog"]))
     assert [tuple(f.shape) for f in feats] == [(2, 768)] * 13
+
+
+def test_extract_step_hands_params_revisions_to_the_loaders(monkeypatch):
+    """params encoders.revisions reach the hub loaders through the extract step's config (only when set)."""
+    from structure_align import cli
+    from structure_align.encoders import paper
+
+    monkeypatch.delenv(paper.REVISIONS_ENV, raising=False)
+    assert cli.revisions_to_env({"batch_size": 8}) == {"batch_size": 8}
+    assert paper.REVISIONS_ENV not in __import__("os").environ
+    pin = "0123456789abcdef0123456789abcdef01234567"
+    assert cli.revisions_to_env({"batch_size": 8, "hub_revisions": {paper.ROBERTA: pin}}) == {"batch_size": 8}
+    assert paper.hub_revision(paper.ROBERTA) == pin
+    with pytest.raises(ValueError, match="params encoders.revisions.*'v1'"):
+        cli.revisions_to_env({"hub_revisions": {paper.ROBERTA: "v1"}})

@@ -61,10 +61,15 @@ def encoder_of(wildcards):
     return runs.encoder_name(wildcards.encoder)
 
 
-def hub_revisions(wildcards):
-    """params ``encoders.revisions`` as canonical JSON, for the hub encoders' loaders (environment variable
-    STRUCTURE_ALIGN_HUB_REVISIONS; docs/encoders.md "Hub revisions"); '{}' when none are set."""
-    return json.dumps(config["encoders"].get("revisions") or {}, sort_keys=True)
+def extraction_config():
+    """params ``extraction`` as canonical JSON, plus ``hub_revisions`` (params ``encoders.revisions``, for the hub
+    encoders' loaders; docs/encoders.md "Hub revisions") only when some are set, so that a config without revisions
+    gives the same params (and reruns nothing) as before the key existed."""
+    block = dict(config["extraction"])
+    revisions = config["encoders"].get("revisions") or {}
+    if revisions:
+        block["hub_revisions"] = revisions
+    return json.dumps(block, sort_keys=True)
 
 
 DOWNLOADS = config.get("downloads") or {}

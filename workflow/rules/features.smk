@@ -15,12 +15,11 @@ rule extract_features:
     resources:
         gpu=1 if config["device"].startswith("cuda") else 0,
     params:
-        config=json.dumps(config["extraction"], sort_keys=True),
+        config=extraction_config(),
         device=config["device"],
         encoder=encoder_of,
-        revisions=hub_revisions,
     shell:
-        "STRUCTURE_ALIGN_HUB_REVISIONS={params.revisions:q} python -m structure_align extract --manifest {input.manifest} --encoder {params.encoder:q} "
+        "python -m structure_align extract --manifest {input.manifest} --encoder {params.encoder:q} "
         "--out {output} --config {params.config:q} --device {params.device} --threads {threads} > {log} 2>&1"
 
 
