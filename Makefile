@@ -17,9 +17,11 @@ SMOKE := --configfile workflow/configs/smoke.yaml
 # paper profile (GPU machine with internet): PAPER_VISION=dinov2-vitg14 selects the ViT-g/14 variant
 PAPER_VISION ?= dinov2-vitl14
 PAPER_PROFILE ?= workflow/profiles/default
+# further config files merged after paper.yaml, e.g. workflow/configs/paper-coco-karpathy.yaml
+PAPER_EXTRA ?=
 PAPER := snakemake paper --workflow-profile $(PAPER_PROFILE) --cores $(CORES) \
 	--config 'encoders={vision: [$(PAPER_VISION)], text: [roberta-large], all_vision: [], all_text: []}' \
-	--configfile workflow/configs/paper.yaml
+	--configfile workflow/configs/paper.yaml $(PAPER_EXTRA)
 DVC_REMOTE ?= $(CURDIR)/../structure-dvc-store
 REPORT ?= results/report.html
 

@@ -66,6 +66,8 @@ def test_schema_ships_with_the_package() -> None:
     (lambda c: c["training"].update(lr=float("inf")), "training.lr"),
     (lambda c: c["methods"][0].update(layers="first"), "methods[0].layers"),
     (lambda c: c["methods"][2].update(structure={"warmup_steps": 3}), "methods[2].structure"),
+    (lambda c: c["encoders"].update(revisions={"openai/clip-vit-large-patch14-336": "main"}), "encoders.revisions"),
+    (lambda c: c["encoders"].update(revisions={"not a repo": None}), "encoders.revisions"),
 ])
 def test_schema_errors_name_the_key(params: dict, mutate, key: str) -> None:
     bad = copy.deepcopy(params)
@@ -109,3 +111,10 @@ def test_unknown_head_is_refused_with_the_registry_list(params: dict) -> None:
 def test_merge_params_is_recursive_and_replaces_lists() -> None:
     merged = cfgmod.merge_params({"a": {"b": 1, "c": [1, 2]}, "d": 1}, {"a": {"c": [3]}})
     assert merged == {"a": {"b": 1, "c": [3]}, "d": 1}
+
+
+def test_encoder_revisions_are_optional_and_validated(params: dict) -> None:
+    ok = copy.deepcopy(params)
+    ok["encoders"]["revisions"] = {"timm/vit_large_patch14_dinov2.lvd142m": "0" * 40,
+                                   "sentence-transformers/all-roberta-large-v1": None}
+    _check(ok)

@@ -81,7 +81,8 @@ def test_pinned_offline_sources():
         "tuxpaint-stamps-default", "dataset-fashion-mnist", "gcompris-qt-data", "pysiogame",
         "emoji-datasource-google"}
     assert {n for n, s in SOURCES.items() if s.client == "url"} == {
-        "coco", "cifar10", "cifar100", "stl10", "caltech101", "food101", "pets"}
+        "coco", "cifar10", "cifar100", "stl10", "caltech101", "food101", "pets", "mnist", "dtd", "flowers102",
+        "country211"}
     assert get_source("emoji-datasource-google").version == "16.0.0"
 
 

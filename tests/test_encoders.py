@@ -242,6 +242,24 @@ def test_paper_encoders_offline():
     assert [tuple(f.shape) for f in feats] == [(1, 1024)] * 2
 
 
+def test_hub_revisions_pins_and_environment_override(monkeypatch):
+    from structure_align.encoders import paper
+
+    monkeypatch.delenv(paper.REVISIONS_ENV, raising=False)
+    assert paper.hub_revision(paper.CLIP_REFERENCE) == "ce19dc912ca5cd21c8a653c79e251e808ccabcd1"
+    assert paper.hub_revision(paper.ROBERTA) is None
+    pin = "a" * 40
+    monkeypatch.setenv(paper.REVISIONS_ENV, f'{{"{paper.ROBERTA}": "{pin}", "{paper.CLIP_REFERENCE}": null}}')
+    assert paper.hub_revision(paper.ROBERTA) == pin and paper.hub_revision(paper.CLIP_REFERENCE) is None
+    assert paper.hub_revision("timm/vit_giant_patch14_dinov2.lvd142m") is None
+    monkeypatch.setenv(paper.REVISIONS_ENV, f'{{"{paper.ROBERTA}": "main"}}')
+    with pytest.raises(ValueError, match="STRUCTURE_ALIGN_HUB_REVISIONS.*all-roberta-large-v1.*'main'"):
+        paper.hub_revision(paper.ROBERTA)
+    monkeypatch.setenv(paper.REVISIONS_ENV, "{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        paper.hub_revision(paper.ROBERTA)
+
+
 def test_clip_joint_space_is_the_projection(tiny_clip):
     from transformers import CLIPModel
 
@@ -338,3 +356,18 @@ def test_mpnet_unpacks_and_has_13_layers(tmp_path):
     with torch.inference_mode():
         feats = enc.forward_layers(enc.tokenize(["a red apple", "a dog"]))
     assert [tuple(f.shape) for f in feats] == [(2, 768)] * 13
+
+
+def test_extract_step_hands_params_revisions_to_the_loaders(monkeypatch):
+    """params encoders.revisions reach the hub loaders through the extract step's config (only when set)."""
+    from structure_align import cli
+    from structure_align.encoders import paper
+
+    monkeypatch.delenv(paper.REVISIONS_ENV, raising=False)
+    assert cli.revisions_to_env({"batch_size": 8}) == {"batch_size": 8}
+    assert paper.REVISIONS_ENV not in __import__("os").environ
+    pin = "0123456789abcdef0123456789abcdef01234567"
+    assert cli.revisions_to_env({"batch_size": 8, "hub_revisions": {paper.ROBERTA: pin}}) == {"batch_size": 8}
+    assert paper.hub_revision(paper.ROBERTA) == pin
+    with pytest.raises(ValueError, match="params encoders.revisions.*'v1'"):
+        cli.revisions_to_env({"hub_revisions": {paper.ROBERTA: "v1"}})

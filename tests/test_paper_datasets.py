@@ -161,6 +161,60 @@ def test_flickr_csv_parser_rejects_bad_header(tmp_path: Path) -> None:
         _build("flickr30k", tmp_path, tmp_path / "img")
 
 
+# -- COCO Karpathy 5k test ------------------------------------------------------------------------------------------
+
+def _coco_karpathy(resources: Path) -> Path:
+    """``dataset_coco.json`` in Karpathy's format (restval/val/test/train images, 1-3 captions) + the COCO JPEGs."""
+    images = []
+    plan = [("train2014", "train", 1), ("val2014", "restval", 2), ("val2014", "val", 3), ("val2014", "test", 4),
+            ("val2014", "test", 5), ("val2014", "test", 6), ("val2014", "val", 7)]
+    for k, (folder, split, cocoid) in enumerate(plan):
+        name = f"COCO_{folder}_{cocoid:012d}.jpg"
+        _jpeg(resources / "coco" / folder / name, (10 * k, 20, 30))
+        caps = [{"raw": f"Picture {cocoid},  caption {j}.", "tokens": ["picture"], "imgid": k, "sentid": 10 * k + j}
+                for j in range(1 + k % 3)]
+        images.append({"filepath": folder, "filename": name, "imgid": k, "cocoid": cocoid, "split": split,
+                       "sentids": [c["sentid"] for c in caps], "sentences": caps})
+    (resources / "coco_karpathy").mkdir(parents=True, exist_ok=True)
+    path = resources / "coco_karpathy" / "dataset_coco.json"
+    path.write_text(json.dumps({"images": images, "dataset": "coco"}))
+    return path
+
+
+def test_coco_karpathy_test_split_with_grouped_captions(tmp_path: Path) -> None:
+    _coco_karpathy(tmp_path)
+    df, info = _build("coco_karpathy", tmp_path, tmp_path / "img")
+    assert info.task == "retrieval" and DATASETS["coco_karpathy"].sources == ("coco", "coco_karpathy")
+    assert df["sample_id"].tolist() == ["val2014/4", "val2014/5", "val2014/6"]
+    assert [list(c) for c in df["captions"]] == [["Picture 4, caption 0."],
+                                                 ["Picture 5, caption 0.", "Picture 5, caption 1."],
+                                                 ["Picture 6, caption 0.", "Picture 6, caption 1.",
+                                                  "Picture 6, caption 2."]]
+    assert set(df["split"]) == {"test"} and all(Path(p).is_file() for p in df["image_path"])
+    assert Path(df["image_path"][0]) == tmp_path / "coco" / "val2014" / "COCO_val2014_000000000004.jpg"
+    assert info.counts["karpathy_splits"] == {"restval": 1, "test": 3, "train": 1, "val": 2}
+    val, _ = _build("coco_karpathy", tmp_path, tmp_path / "img", split="val")
+    assert val["sample_id"].tolist() == ["val2014/3", "val2014/7"]
+
+
+def test_coco_karpathy_errors_name_the_file(tmp_path: Path) -> None:
+    from structure_align.data import AcquireError
+
+    split_file = _coco_karpathy(tmp_path)
+    (tmp_path / "coco" / "val2014" / "COCO_val2014_000000000005.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match=r"1 of 3 image files.*COCO_val2014_000000000005\.jpg"):
+        _build("coco_karpathy", tmp_path, tmp_path / "img")
+    split_file.unlink()
+    with pytest.raises(FileNotFoundError, match=r"coco_karpathy/dataset_coco\.json"):
+        _build("coco_karpathy", tmp_path, tmp_path / "img")
+    with pytest.raises(AcquireError, match=r"caption_datasets\.zip.*resources/coco_karpathy/dataset_coco\.json.*"
+                                           r"missing: \['dataset_coco\.json'\]"):
+        acquire("coco_karpathy", tmp_path)
+    split_file.write_text(json.dumps({"images": [{"filename": "x.jpg", "split": "test", "sentences": [{"raw": "x"}]}]}))
+    with pytest.raises(ValueError, match="no 'filepath'"):
+        _build("coco_karpathy", tmp_path, tmp_path / "img")
+
+
 # -- CIFAR ----------------------------------------------------------------------------------------------------------
 
 def _cifar_pixels(n: int) -> np.ndarray:

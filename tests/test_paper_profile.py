@@ -28,6 +28,10 @@ PAPER_COUNTS = {"acquire": 9, "manifest": 9, "extract_features": 36, "evaluate_r
                 "layer_heatmap": 1, "train": 10, "evaluate": 10, "aggregate": 1, "paper_table": 1, "paper": 1}
 SCALING_COUNTS = {"acquire": 9, "manifest": 9, "extract_features": 18, "score_layers": 1, "layer_heatmap": 1,
                   "train": 54, "evaluate": 54, "aggregate": 1, "paper": 1}
+KARPATHY = "workflow/configs/paper-coco-karpathy.yaml"
+KARPATHY_COUNTS = {**PAPER_COUNTS, "acquire": 10, "manifest": 10, "extract_features": 38}
+EXTRA = "workflow/configs/paper-zeroshot-extra.yaml"
+EXTRA_COUNTS = {**PAPER_COUNTS, "acquire": 13, "manifest": 13, "extract_features": 52}
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +58,21 @@ def test_paper_scaling_config_plans_offline(repo: Path) -> None:
     assert _dry_run(repo, PAPER, SCALING) == SCALING_COUNTS
 
 
+def test_coco_karpathy_option_plans_offline(repo: Path) -> None:
+    assert _dry_run(repo, PAPER, KARPATHY) == KARPATHY_COUNTS
+
+
+def test_extra_zeroshot_option_plans_offline(repo: Path) -> None:
+    assert _dry_run(repo, PAPER, EXTRA) == EXTRA_COUNTS
+
+
 def test_paper_configs_validate() -> None:
+    extra = params_mod.load_params(ROOT / "params.yaml", ROOT / PAPER, ROOT / EXTRA)
+    params_mod.check_params(extra)
+    assert extra["datasets"]["zeroshot"][-4:] == ["mnist", "dtd", "flowers102", "country211"]
+    config = params_mod.load_params(ROOT / "params.yaml", ROOT / PAPER, ROOT / KARPATHY)
+    params_mod.check_params(config)
+    assert config["datasets"]["retrieval"] == ["flickr30k", "coco_karpathy"] and config["datasets"]["train"] == ["coco"]
     for files in ((PAPER,), (PAPER, SCALING)):
         config = params_mod.load_params(ROOT / "params.yaml", *(ROOT / f for f in files))
         params_mod.check_params(config)

@@ -55,12 +55,28 @@ def cmd_manifest(args: argparse.Namespace) -> None:
                    declaration=spec.get("declaration"), **spec.get("options", {}))
 
 
+def revisions_to_env(config: dict) -> dict:
+    """``config`` without ``hub_revisions``; those (checked) go to the hub loaders' environment variable."""
+    import json
+    import os
+
+    from .encoders.paper import REVISIONS_ENV, check_revisions
+
+    options = dict(config)
+    if "hub_revisions" in options:
+        revisions = check_revisions(options.pop("hub_revisions"), "params encoders.revisions")
+        os.environ[REVISIONS_ENV] = json.dumps(revisions, sort_keys=True)
+    return options
+
+
 def cmd_extract(args: argparse.Namespace) -> None:
-    """Extract every layer of one encoder on one manifest; ``--config`` = params ``extraction``."""
+    """Extract every layer of one encoder on one manifest; ``--config`` = params ``extraction`` (+ ``hub_revisions``:
+    params ``encoders.revisions``, handed to the hub loaders through their environment variable)."""
     from .features import extract_features
 
+    options = revisions_to_env(args.config)
     _set_threads(args.threads)
-    extract_features(args.manifest, args.encoder, args.out, device=args.device, **args.config)
+    extract_features(args.manifest, args.encoder, args.out, device=args.device, **options)
 
 
 def cmd_score_layers(args: argparse.Namespace) -> None:

@@ -61,6 +61,17 @@ def encoder_of(wildcards):
     return runs.encoder_name(wildcards.encoder)
 
 
+def extraction_config():
+    """params ``extraction`` as canonical JSON, plus ``hub_revisions`` (params ``encoders.revisions``, for the hub
+    encoders' loaders; docs/encoders.md "Hub revisions") only when some are set, so that a config without revisions
+    gives the same params (and reruns nothing) as before the key existed."""
+    block = dict(config["extraction"])
+    revisions = config["encoders"].get("revisions") or {}
+    if revisions:
+        block["hub_revisions"] = revisions
+    return json.dumps(block, sort_keys=True)
+
+
 DOWNLOADS = config.get("downloads") or {}
 
 

@@ -15,7 +15,7 @@ rule extract_features:
     resources:
         gpu=1 if config["device"].startswith("cuda") else 0,
     params:
-        config=json.dumps(config["extraction"], sort_keys=True),
+        config=extraction_config(),
         device=config["device"],
         encoder=encoder_of,
     shell:

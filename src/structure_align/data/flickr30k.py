@@ -6,13 +6,13 @@ the ``results.csv`` of the official release (the Kaggle copy nests the images on
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from ._karpathy import load_karpathy_images
 from ._local import LOCAL_VERSION, check_images_exist, check_split, clean, dataset_root, manifest_row, require
 from .helpers import subset_rows
 from .registry import DatasetInfo, SourceSpec, register_dataset, register_source
@@ -30,21 +30,9 @@ _CSV_REPAIR = re.compile(r"^\s*(\d+)\s+(.*)$")
 
 
 def load_karpathy(json_path: Path) -> list[tuple[str, str, list[str]]]:
-    """``(filename, karpathy split, captions)`` per image of ``dataset_flickr30k.json`` (``sentences[].raw``)."""
-    try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{json_path}: not valid JSON ({exc})") from exc
-    if "images" not in data:
-        raise ValueError(f"{json_path}: key 'images' is missing (not a Karpathy split file)")
-    out = []
-    for i, img in enumerate(data["images"]):
-        for key in ("filename", "split", "sentences"):
-            if key not in img:
-                raise ValueError(f"{json_path}: images[{i}] lacks key {key!r}")
-        caps = [clean(s["raw"]) for s in img["sentences"] if clean(s.get("raw", ""))]
-        out.append((str(img["filename"]), str(img["split"]), caps))
-    return out
+    """``(filename, karpathy split, captions)`` per image of ``dataset_flickr30k.json`` (``sentences[].raw``; the
+    parser is shared with COCO's Karpathy file, :mod:`._karpathy`)."""
+    return [(im.filename, im.split, im.captions) for im in load_karpathy_images(json_path)]
 
 
 def load_flickr_csv(csv_path: Path) -> tuple[dict[str, list[str]], int]:

@@ -13,15 +13,21 @@ space**, one layer (``image_embeds`` / ``text_embeds``, the projected embeddings
 resized to the model's square input without a centre crop and normalised with CLIP's mean/std, as the released
 CLIP evaluation does; texts are tokenised with right padding (so the EOT pooling reads the real end token).
 
-Weights come from the Hugging Face hub into its standard cache. :data:`HUB_REVISIONS` pins the revision of each
-repository (``None`` = the default branch: no commit hash could be verified from the machine this was written on);
-the commit actually loaded is written into the feature file's ``encoder_description``.
+Weights come from the Hugging Face hub into its standard cache at the revision :func:`hub_revision` gives: the
+environment variable :data:`REVISIONS_ENV` (a JSON object ``{hub repo: 40-hex commit}``, which the workflow's
+extraction rule sets from params ``encoders.revisions``) over :data:`HUB_REVISIONS`, the pins written here. Only
+``openai/clip-vit-large-patch14-336`` is pinned in code (docs/encoders.md "Hub revisions" says where the hash is
+stated); the others are ``None`` (the default branch) because no commit hash of theirs could be found stated in a
+public source. The commit actually loaded is written into the feature file's ``encoder_description``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+import os
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +42,60 @@ log = logging.getLogger(__name__)
 DINOV2 = {"dinov2-vitl14": "vit_large_patch14_dinov2.lvd142m", "dinov2-vitg14": "vit_giant_patch14_dinov2.lvd142m"}
 ROBERTA = "sentence-transformers/all-roberta-large-v1"
 CLIP_REFERENCE = "openai/clip-vit-large-patch14-336"
-# hub repository -> revision (a commit hash pins it; None = default branch, the loaded commit is recorded)
-HUB_REVISIONS: dict[str, str | None] = {f"timm/{n}": None for n in DINOV2.values()} | {ROBERTA: None,
-                                                                                         CLIP_REFERENCE: None}
+# hub repository -> revision (a commit hash pins it; None = default branch, the loaded commit is recorded).
+# openai/clip-vit-large-patch14-336 @ ce19dc9...: the commit that public download scripts pin
+# (snapshot_download("openai/clip-vit-large-patch14-336", revision="ce19dc9...")) and that public configs load from
+# the hub cache (models--openai--clip-vit-large-patch14-336/snapshots/ce19dc9...); docs/encoders.md "Hub revisions".
+# The DINOv2 (timm) and all-roberta-large-v1 repositories: no commit hash found stated in a public source.
+HUB_REVISIONS: dict[str, str | None] = {f"timm/{n}": None for n in DINOV2.values()} | {
+    ROBERTA: None, CLIP_REFERENCE: "ce19dc912ca5cd21c8a653c79e251e808ccabcd1"}
+# JSON object {hub repo: commit | null} overriding HUB_REVISIONS (set by the extraction rule from encoders.revisions)
+REVISIONS_ENV = "STRUCTURE_ALIGN_HUB_REVISIONS"
+_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def check_revisions(revisions: Any, where: str) -> dict[str, str | None]:
+    """``{hub repo: 40-hex commit | None}`` from ``revisions``; ``ValueError`` naming ``where``, the key and the value."""
+    if not isinstance(revisions, Mapping):
+        raise ValueError(f"{where}: expected an object {{hub repo: commit hash}}, got {revisions!r}")  # noqa: TRY004 (a bad config value)
+    out: dict[str, str | None] = {}
+    for repo, commit in revisions.items():
+        if not isinstance(repo, str) or not _REPO_RE.match(repo):
+            raise ValueError(f"{where}: key {repo!r} is not a hub repository id 'owner/name'")
+        if commit is not None and (not isinstance(commit, str) or not _COMMIT_RE.match(commit)):
+            raise ValueError(f"{where}: revision of {repo!r} is {commit!r}; expected a 40-hex lower-case commit "
+                             f"hash (a branch or tag name does not pin anything) or null for the default branch")
+        out[repo] = commit
+    return out
+
+
+def env_revisions() -> dict[str, str | None]:
+    """The revisions of :data:`REVISIONS_ENV` (empty when unset); a malformed value raises ``ValueError``."""
+    text = os.environ.get(REVISIONS_ENV, "").strip()
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"environment variable {REVISIONS_ENV}: not valid JSON ({exc}): {text!r}") from None
+    return check_revisions(data, f"environment variable {REVISIONS_ENV}")
+
+
+def hub_revision(repo: str) -> str | None:
+    """The revision ``repo`` is loaded at: :data:`REVISIONS_ENV` first, then :data:`HUB_REVISIONS` (None = default
+    branch)."""
+    overrides = env_revisions()
+    return overrides[repo] if repo in overrides else HUB_REVISIONS.get(repo)
 
 
 def _load_dinov2(name: str, pretrained: bool = True, **model_kwargs: Any) -> Encoder:
     from .timm_family import load_timm_encoder
 
     arch = DINOV2[name]
-    revision = HUB_REVISIONS.get(f"timm/{arch}")
+    revision = hub_revision(f"timm/{arch}")
     if pretrained and revision is not None:
         model_kwargs.setdefault("pretrained_cfg_overlay", {"hf_hub_id": f"timm/{arch}@{revision}"})
     enc = load_timm_encoder(arch, pretrained=pretrained, **model_kwargs)
@@ -78,7 +126,7 @@ def load_roberta_large(**kwargs: Any) -> Encoder:
 
     from .hf import load_hf_encoder
 
-    path = snapshot_download(ROBERTA, revision=HUB_REVISIONS[ROBERTA])
+    path = snapshot_download(ROBERTA, revision=hub_revision(ROBERTA))
     enc = load_hf_encoder(path, local_files_only=True, **kwargs)
     enc.description = f"{ROBERTA} (snapshot {Path(path).name})"
     return enc
@@ -155,8 +203,9 @@ def _load_clip(spec: str) -> tuple[torch.nn.Module, dict[str, Any], str]:
 
     local = Path(spec).is_dir()
     kw: dict[str, Any] = {"local_files_only": local}
-    if not local and HUB_REVISIONS.get(spec):
-        kw["revision"] = HUB_REVISIONS[spec]
+    revision = None if local else hub_revision(spec)
+    if revision:
+        kw["revision"] = revision
     model = CLIPModel.from_pretrained(spec, **kw)
     commit = getattr(model.config, "_commit_hash", None) or ("local" if local else "unknown")
     return model, kw, f"CLIP {spec} joint space (commit {commit})"
