@@ -22,7 +22,6 @@ import copy
 import json
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -40,6 +39,7 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from structure_align.config import load_params
+from structure_align.snakemake_util import copy_sources, job_counts
 
 
 def copy_repo(dest: Path, config: dict[str, Any]) -> Path:
@@ -53,13 +53,7 @@ def copy_repo(dest: Path, config: dict[str, Any]) -> Path:
     from structure_align.data import acquire
     from structure_align.runs import grid_datasets
 
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
-                           check=True).stdout.decode().split("\0")
-    for rel in filter(None, files):
-        src = ROOT / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
+    copy_sources(ROOT, dest)
     shared = ROOT / "resources"
     specs = dataset_specs(config)
     for name in dict.fromkeys(s for d in grid_datasets(config) for s in specs[d].sources):
@@ -72,21 +66,6 @@ def copy_repo(dest: Path, config: dict[str, Any]) -> Path:
             else:
                 (dest / "resources" / source.name / entry.name).symlink_to(entry)
     return dest
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """Snakemake's 'Job stats' table (printed before the jobs run) as ``{rule: count}``, without ``total``."""
-    counts: dict[str, int] = {}
-    block = output.split("Job stats:", 1)
-    if len(block) < 2:
-        return counts
-    for line in block[1].splitlines()[3:]:
-        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if not m:
-            break
-        if m.group(1) != "total":
-            counts[m.group(1)] = int(m.group(2))
-    return counts
 
 
 def bench_seconds(repo: Path, since: float) -> dict[str, float]:

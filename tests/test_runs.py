@@ -11,6 +11,7 @@ import pytest
 from structure_align import config as cfgmod
 from structure_align import runs
 from structure_align.heads import HEADS
+from structure_align.trainconfig import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,13 +84,43 @@ def test_train_config_mapping_is_mechanical(params: dict) -> None:
     cfg = runs.train_config(conf, runs.RunSpec("v", "t", rs, runs.Size("frac", 1.0), 7))
     assert cfg.seed == 7 and cfg.head == "linear" and cfg.epochs == conf["training"]["epochs"]
     assert cfg.temperature == conf["training"]["temperature"] and cfg.rs_tau == conf["structure"]["tau"]
-    assert cfg.rs_lambda == conf["structure"]["lambda"] and cfg.csa_epochs == 3
+    assert cfg.rs_lambda == conf["structure"]["lambda"]
+    assert cfg.csa_epochs == TrainConfig().csa_epochs  # the csa block reaches CSA runs only (train_blocks)
     assert cfg.rs_warmup_steps == conf["structure"]["warmup_steps"]
     off = runs.train_config(conf, runs.RunSpec("v", "t", base, runs.Size("frac", 1.0), 7))
     assert off.rs_lambda == 0 and off.rs_warmup_steps == cfg.rs_warmup_steps  # both arms share the warm-up
     conf["training"]["frobnicate"] = 1
     with pytest.raises(ValueError, match="frobnicate"):
         runs.train_config(conf, runs.RunSpec("v", "t", base, runs.Size("frac", 1.0), 7))
+
+
+def _csa_spec(structure: dict | None) -> runs.RunSpec:
+    return runs.RunSpec("v", "t", runs.Variant.make("csa", "last", structure), runs.Size("frac", 1.0), 7)
+
+
+def test_csa_runs_read_only_what_csa_uses(params: dict) -> None:
+    """A CSA run without R_S depends on the CCA fit keys only; CSA + R_S adds the refinement, never the warm-up."""
+    conf = copy.deepcopy(params)
+    conf["csa"] = {"epochs": 3, "lr": 0.01, "reg": 0.1, "batch_size": None}
+    plain, refined = _csa_spec(None), _csa_spec({"lambda": 10, "levels": 1, "tau": 0.2})
+    blocks = runs.train_blocks(conf, plain)
+    assert blocks["csa"] == {"reg": 0.1} and blocks["structure"] == {}
+    assert set(blocks["training"]) == {"dim", "val_fraction", "val_seed"}
+    cfg = runs.train_config(conf, plain)
+    assert cfg.csa_reg == 0.1 and cfg.csa_epochs == TrainConfig().csa_epochs and cfg.rs_lambda == 0
+    blocks = runs.train_blocks(conf, refined)
+    assert blocks["csa"] == conf["csa"] and "batch_size" in blocks["training"]  # csa.batch_size null -> training's
+    assert not {"warmup_steps", "warmup_epochs"} & set(blocks["structure"])
+    cfg = runs.train_config(conf, refined)
+    assert cfg.csa_epochs == 3 and cfg.csa_lr == 0.01 and cfg.rs_lambda == 10 and cfg.rs_tau == 0.2
+    # a change the plain CSA run does not read leaves its blocks (the train job's params) unchanged
+    before = runs.train_blocks(conf, plain)
+    for key, value in (("lr", 0.5), ("epochs", 7), ("batch_size", 64), ("patience", 3)):
+        conf["training"][key] = value
+    conf["csa"]["epochs"] = 20
+    conf["structure"]["warmup_epochs"] = 9
+    assert runs.train_blocks(conf, plain) == before
+    assert runs.train_blocks(conf, refined) != runs.train_blocks(params | {"csa": {"epochs": 3}}, refined)
 
 
 def test_duplicate_variant_and_zero_lambda_are_rejected(params: dict) -> None:

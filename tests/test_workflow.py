@@ -164,6 +164,10 @@ def test_completed_run_is_up_to_date(smoke: Path) -> None:
     (lambda c: c["structure"].update({"levels": 2}), 2 * 2),
     (lambda c: c["training"].update({"fractions": [0.5, 1.0]}), 5),  # 5 variants at the new fraction
     (lambda c: c["training"].update({"seeds": [1, 2, 3]}), 5 * 2),  # every group gains a seed
+    # keys CSA does not read leave its runs alone (runs.train_blocks): the refinement reaches CSA + R_S only,
+    # training.lr the 3 gradient-trained variants only
+    (lambda c: c.setdefault("csa", {}).update({"epochs": 20}), 1 * 2),
+    (lambda c: c["training"].update({"lr": 0.002}), 3 * 2),
 ])
 def test_parameter_change_reruns_only_train_evaluate_aggregate(smoke: Path, tmp_path: Path, change,
                                                               expected_train: int) -> None:

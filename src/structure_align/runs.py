@@ -32,6 +32,10 @@ VARIANT_RS_KEYS: tuple[str, ...] = ("lambda", "levels", "tau", "weighting", "dis
 _PATH_KEYS: tuple[str, ...] = ("layers", *VARIANT_RS_KEYS)
 # keys of params `training` that define the grid and the pool, not a TrainConfig field
 GRID_KEYS = frozenset({"fractions", "sizes", "seeds", "val_fraction", "val_seed", "val_split"})
+# what CSA reads (train_blocks): the pool split and the joint width, the CCA fit keys, never the λ warm-up
+_CSA_TRAINING_KEYS = frozenset({"dim", "val_fraction", "val_seed", "val_split"})
+_CSA_FIT_KEYS = frozenset({"sim_dim", "reg", "weighting"})
+_WARMUP_KEYS = frozenset({"warmup_steps", "warmup_epochs"})
 _NUMBER = r"[0-9][0-9.e+-]*"
 # an encoder slug (see encoder_slug): no '/', and '__' only as the pair separator
 _ENCODER = r"[A-Za-z0-9][A-Za-z0-9.:+-]*(_[A-Za-z0-9.:+-]+)*"
@@ -240,9 +244,12 @@ def train_config(config: Mapping[str, Any], spec: RunSpec) -> TrainConfig:
 
     ``training.<k>`` -> ``<k>`` (every key but the grid keys), ``structure.<k>`` -> ``rs_<k>`` with the variant's
     overrides (a variant without R_S gets ``rs_lambda = 0``), ``csa.<k>`` -> ``csa_<k>``; ``head`` and ``seed`` from
-    the run.
+    the run. Only the keys of :func:`train_blocks` are read: a CSA run's fields that CSA does not use keep their
+    :class:`TrainConfig` defaults.
     """
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    # the same keys the job is given (train_blocks), so that the Snakefile's check and the job build one config
+    config = {**config, "csa": {}, **train_blocks(config, spec)}
     values: dict[str, Any] = {"head": spec.variant.head, "seed": int(spec.seed)}
     values.update({k: v for k, v in config["training"].items() if k not in GRID_KEYS})
     # profile-wide R_S keys (warm-up, centring, ...) reach every arm, so that a warm-up-based selection rule
@@ -266,15 +273,29 @@ def train_blocks(config: Mapping[str, Any], spec: RunSpec) -> dict[str, Any]:
     """The params blocks a run's training reads beyond its path: the train rule's ``params`` and the input of
     :func:`train_config` (docs/reliability.md "Partial reruns").
 
-    ``training`` without the grid keys the path carries (fractions, sizes, seeds), ``structure`` without the
-    :data:`VARIANT_RS_KEYS` (the path has them), ``csa`` for CSA runs only, ``layers`` for Similar runs with ``layers.scope: subsample``. Changing ``structure.lambda`` thus
-    changes the paths of the R_S runs and nothing that the runs without R_S depend on, so only new runs are trained.
+    Gradient-trained heads: ``training`` without the grid keys the path carries (fractions, sizes, seeds) and
+    ``structure`` without the :data:`VARIANT_RS_KEYS` (the path has them). CSA (§4.3, §4.4) reads less: the pool
+    split and ``dim`` of ``training``, the fit keys of ``csa`` and, only with the R_S refinement, the refinement keys
+    of ``csa``, the R_S options of ``structure`` (no warm-up: the refinement has none) and ``training.batch_size``
+    when ``csa.batch_size`` is null. ``layers`` is added for Similar runs with ``layers.scope: subsample``. Changing
+    ``structure.lambda`` thus changes the paths of the R_S runs and nothing that the runs without R_S depend on, and
+    ``csa.epochs`` or ``training.lr`` leave the CSA runs they do not reach alone.
     """
     training = {k: v for k, v in config["training"].items() if k not in ("fractions", "sizes", "seeds")}
-    blocks: dict[str, Any] = {"training": training,
-                              "structure": {k: v for k, v in config["structure"].items() if k not in VARIANT_RS_KEYS}}
+    structure = {k: v for k, v in config["structure"].items() if k not in VARIANT_RS_KEYS}
+    blocks: dict[str, Any] = {"training": training, "structure": structure}
     if spec.variant.head == "csa":
-        blocks["csa"] = dict(config.get("csa") or {})
+        csa = dict(config.get("csa") or {})
+        keep = set(_CSA_TRAINING_KEYS)
+        if spec.variant.uses_structure:
+            blocks["structure"] = {k: v for k, v in structure.items() if k not in _WARMUP_KEYS}
+            if csa.get("batch_size") is None:
+                keep.add("batch_size")
+        else:
+            blocks["structure"] = {}
+            csa = {k: v for k, v in csa.items() if k in _CSA_FIT_KEYS}
+        blocks["training"] = {k: v for k, v in training.items() if k in keep}
+        blocks["csa"] = csa
     if spec.variant.layers == "similar" and config.get("layers", {}).get("scope") == "subsample":
         blocks["layers"] = dict(config["layers"])  # "Similar" is scored on the run's own rows
     return blocks
