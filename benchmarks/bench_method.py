@@ -4,6 +4,9 @@
     ``torch.matrix_power`` per level and ``F.kl_div`` as in the released code; outputs and gradients must agree.
 (b) All-pairs layer scoring (``layer_scores``) on a 13 x 7 layer grid against a loop that recomputes both neighbour
     lists and dense n x n membership masks for every pair (platonic-rep style); scores must be identical.
+(c) One training step of the default's most expensive runs (linear heads on 192- and 384-wide features, batch 1,024,
+    d = 512; forward, backward, AdamW) with InfoNCE + λ R_S against InfoNCE alone: the share of a step that R_S
+    costs, hence the most that any faster R_S could save in a λ rerun (docs/reliability.md "Partial reruns").
 
 Timings are medians of interleaved repeats measured in the same run, so machine load affects both sides alike.
 
@@ -23,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from structure_align.heads import HeadAligner
+from structure_align.losses import alignment_loss
 from structure_align.regularizer import structure_regularizer
 from structure_align.similarity import knn_k, layer_scores
 
@@ -141,12 +146,37 @@ def bench_layers(n: int, widths_a: list[int], widths_b: list[int], repeats: int,
     return rows
 
 
+def bench_step(batch: int, widths: tuple[int, int], repeats: int, seed: int) -> list[str]:
+    """Median time of one optimiser step with and without R_S (same heads, data and optimiser settings)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, widths[0], generator=g)
+    y = torch.randn(batch, widths[1], generator=g)
+    torch.manual_seed(seed)
+    aligner = HeadAligner.build("linear", widths[0], widths[1], 512)
+    opt = torch.optim.AdamW(aligner.parameters(), lr=1e-3, weight_decay=1e-4)
+
+    def step(lam: float) -> None:
+        loss, _ = alignment_loss(x, aligner.encode_image(x), y, aligner.encode_text(y), rs_lambda=lam,
+                                 temperature=0.05)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    med = interleaved_medians({"clip": lambda: step(0.0), "rs": lambda: step(10.0)}, repeats, warmup=2)
+    rows = ["| B | widths -> d | InfoNCE step (ms) | InfoNCE + R_S step (ms) | R_S share of the step | "
+            "R_S-free / full |", "|---|---|---|---|---|---|",
+            (f"| {batch} | {widths[0]}, {widths[1]} -> 512 | {1e3 * med['clip']:.1f} | {1e3 * med['rs']:.1f} "
+             f"| {1 - med['clip'] / med['rs']:.2f} | {med['clip'] / med['rs']:.2f} |")]
+    print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (smoke run)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", choices=["rs", "layers"], default=None, help="run one of the two parts")
+    parser.add_argument("--only", choices=["rs", "layers", "step"], default=None, help="run one of the parts")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -162,7 +192,11 @@ def main() -> None:
     if args.only in (None, "layers"):
         layer_rows = (bench_layers(500, widths_a, widths_b, repeats=1, seed=args.seed) if args.quick
                       else bench_layers(2000, widths_a, widths_b, repeats=3, seed=args.seed))
-    print("\n".join(["", *rs_rows, "", *layer_rows]))
+    step_rows: list[str] = []
+    if args.only in (None, "step"):
+        step_rows = (bench_step(256, (192, 384), repeats=5, seed=args.seed) if args.quick
+                     else bench_step(1024, (192, 384), repeats=30, seed=args.seed))
+    print("\n".join(["", *rs_rows, "", *layer_rows, "", *step_rows]))
 
 
 if __name__ == "__main__":

@@ -123,6 +123,26 @@ def test_csa_runs_read_only_what_csa_uses(params: dict) -> None:
     assert runs.train_blocks(conf, refined) != runs.train_blocks(params | {"csa": {"epochs": 3}}, refined)
 
 
+def test_train_priority_starts_the_longest_groups_first(params: dict) -> None:
+    """The scheduling hint orders groups by expected work: full pool > absolute sizes, R_S > none > CSA."""
+    def spec(head: str, structure: dict | None, size: runs.Size) -> runs.RunSpec:
+        return runs.RunSpec("v", "t", runs.Variant.make(head, "similar", structure), size, 1)
+
+    rs = {"lambda": 10, "levels": 1, "tau": 0.05, "weighting": "none", "distance": "cosine"}
+    full, small, tiny = runs.Size("frac", 1.0), runs.Size("n", 200), runs.Size("n", 50)
+    cases = {"linear+rs full": ("linear", rs, full), "linear full": ("linear", None, full),
+             "csa+rs full": ("csa", rs, full), "csa full": ("csa", None, full),
+             "linear+rs n200": ("linear", rs, small), "linear+rs n50": ("linear", rs, tiny),
+             "csa n50": ("csa", None, tiny)}
+    prio = {name: runs.train_priority(params, spec(*case), 5) for name, case in cases.items()}
+    assert all(isinstance(p, int) and 0 <= p <= 100 for p in prio.values()), prio
+    assert sorted(prio, key=prio.__getitem__, reverse=True) == list(cases), prio
+    # more hops and more seeds mean more work; the value never depends on anything a result depends on
+    deeper = spec("linear", rs | {"levels": 3}, full)
+    assert runs.train_priority(params, deeper, 5) > prio["linear+rs full"]
+    assert runs.train_priority(params, spec("linear", rs, small), 1) < prio["linear+rs n200"]
+
+
 def test_duplicate_variant_and_zero_lambda_are_rejected(params: dict) -> None:
     conf = copy.deepcopy(params)
     conf["methods"].append(dict(conf["methods"][0]))

@@ -177,6 +177,24 @@ def test_parameter_change_reruns_only_train_evaluate_aggregate(smoke: Path, tmp_
     assert counts.get("aggregate") == 1
 
 
+def test_train_jobs_of_a_rerun_start_longest_first(smoke: Path, tmp_path: Path) -> None:
+    """The train rule's priority (runs.train_priority) puts the full-pool groups before the small ones."""
+    conf = _smoke_config(smoke)
+    conf["structure"]["lambda"] = 5
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    proc = _snakemake(smoke, "-n", "--replace-workflow-config", "--configfile", str(path))
+    jobs = [block for block in (proc.stdout + proc.stderr).split("\nrule ")[1:] if block.startswith("train:")]
+    prio: dict[str, list[int]] = {"frac": [], "n": []}
+    for block in jobs:
+        size = re.search(r"size=(frac|n)~", block)
+        value = re.search(r"priority: (\d+)", block)
+        assert size and value, block[-800:]
+        prio[size.group(1)].append(int(value.group(1)))
+    assert len(prio["frac"]) == 2 and len(prio["n"]) == 2, prio
+    assert min(prio["frac"]) > max(prio["n"]), prio
+
+
 def test_lint_reports_only_the_documented_conda_suggestion() -> None:
     proc = _run([str(BIN / "snakemake"), "--lint"], ROOT, check=False)
     bullets = [line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip().startswith("* ")]

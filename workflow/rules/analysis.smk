@@ -31,6 +31,7 @@ for _target in ana.TARGETS if ANALYSIS else ():
         benchmark:
             f"{analysis_group(_target)}/train.benchmark.tsv"
         threads: 1
+        priority: functools.partial(analysis_train_priority, _target)
         params:
             runs=functools.partial(analysis_runs, _target),
             config=functools.partial(analysis_train_config, _target),

@@ -54,6 +54,12 @@ def analysis_runs(target, wildcards):
     return [f"{group}/seed~{s}" for s in ana.seeds(config, target)]
 
 
+def analysis_train_priority(target, wildcards):
+    """Longest train groups of a target first (runs.train_priority)."""
+    run_dirs = analysis_runs(target, wildcards)
+    return runs.train_priority(config, runs.RunSpec.from_path(run_dirs[0]), len(run_dirs))
+
+
 def analysis_train_config(target, wildcards):
     """The main train step's blocks (common.smk train_config) plus the target's own: neighbourhood k, in-domain
     pool."""

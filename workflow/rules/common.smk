@@ -189,6 +189,12 @@ def train_config(wildcards):
     return json.dumps(runs.train_blocks(config, spec), sort_keys=True)
 
 
+def train_priority(wildcards):
+    """Longest train groups first (runs.train_priority: a scheduling hint, never result-defining)."""
+    run_dirs = group_runs(wildcards)
+    return runs.train_priority(config, runs.RunSpec.from_path(run_dirs[0]), len(run_dirs))
+
+
 def eval_records(wildcards):
     """Evaluation datasets as JSON records (feature files, manifest, test split only for training datasets)."""
     train = set(config["datasets"]["train"])

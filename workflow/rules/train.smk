@@ -31,6 +31,7 @@ rule train:
     benchmark:
         f"{GROUP}/train.benchmark.tsv"
     threads: 1
+    priority: train_priority
     params:
         runs=group_runs,
         config=train_config,
