@@ -30,8 +30,10 @@ LAYER_LABELS = {"last": "Last", "similar": "Similar"}
 # R_S keys a variant may override; each is a path component (in this order)
 VARIANT_RS_KEYS: tuple[str, ...] = ("lambda", "levels", "tau", "weighting", "distance")
 _PATH_KEYS: tuple[str, ...] = ("layers", *VARIANT_RS_KEYS)
+# keys of params `training` that the run path carries (train_blocks leaves them out of a job's params)
+PATH_GRID_KEYS = frozenset({"fractions", "sizes", "seeds"})
 # keys of params `training` that define the grid and the pool, not a TrainConfig field
-GRID_KEYS = frozenset({"fractions", "sizes", "seeds", "val_fraction", "val_seed", "val_split"})
+GRID_KEYS = PATH_GRID_KEYS | {"val_fraction", "val_seed", "val_split"}
 # what CSA reads (train_blocks): the pool split and the joint width, the CCA fit keys, never the λ warm-up
 _CSA_TRAINING_KEYS = frozenset({"dim", "val_fraction", "val_seed", "val_split"})
 _CSA_FIT_KEYS = frozenset({"sim_dim", "reg", "weighting"})
@@ -281,7 +283,7 @@ def train_blocks(config: Mapping[str, Any], spec: RunSpec) -> dict[str, Any]:
     ``structure.lambda`` thus changes the paths of the R_S runs and nothing that the runs without R_S depend on, and
     ``csa.epochs`` or ``training.lr`` leave the CSA runs they do not reach alone.
     """
-    training = {k: v for k, v in config["training"].items() if k not in ("fractions", "sizes", "seeds")}
+    training = {k: v for k, v in config["training"].items() if k not in PATH_GRID_KEYS}
     structure = {k: v for k, v in config["structure"].items() if k not in VARIANT_RS_KEYS}
     blocks: dict[str, Any] = {"training": training, "structure": structure}
     if spec.variant.head == "csa":
