@@ -314,8 +314,8 @@ def train_priority(config: Mapping[str, Any], spec: RunSpec, n_runs: int) -> int
     With two cores, a rerun whose longest group starts last leaves one core idle for that group's whole duration;
     starting the longest groups first bounds the tail by the shortest jobs. The estimate is the B x B work of one
     epoch, ``n * min(n, B)`` (B = batch size, n = training pairs; ``frac~f`` counts as ``f * 10,000`` pairs), times
-    ``1 + levels`` with R_S, ~1/10 for CSA (a CCA fit, and a 10-epoch refinement with R_S), times the group's runs,
-    on a log scale (integers 0-100). It changes the order of jobs only, never a result.
+    ``1 + levels`` with R_S, times 0.3 for CSA with the R_S refinement (10 epochs) and 0.05 for the CCA fit alone,
+    times the group's runs, on a log scale (integers 0-100). It changes the order of jobs only, never a result.
     """
     training = config["training"]
     n = float(spec.size.value) * (_POOL_GUESS if spec.size.kind == "frac" else 1)
