@@ -101,7 +101,7 @@ def _bare(enc, batches) -> float:
 
 
 def _extract(enc, manifest: Path, out: Path, batch_size: int, num_workers: int) -> float:
-    from structure_align.features import extract_features
+    from structure_align.extract import extract_features
 
     t0 = time.perf_counter()
     extract_features(manifest, enc, out, batch_size=batch_size, device="cpu", num_workers=num_workers,

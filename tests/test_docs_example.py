@@ -30,7 +30,8 @@ from structure_align.config import ParamsError, check_params, load_params, merge
 from structure_align.data import acquire, build_manifest, read_manifest
 from structure_align.data import registry as data_registry
 from structure_align.encoders import ENCODERS, discover, encoder_modality, load_encoder
-from structure_align.features import extract_features, load_features
+from structure_align.extract import extract_features
+from structure_align.features import load_features
 
 N_SKETCHES = 20
 COLOURS = {"red": (220, 30, 30), "green": (30, 160, 60), "blue": (40, 60, 220), "yellow": (230, 200, 20)}

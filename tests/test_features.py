@@ -13,9 +13,9 @@ from tiny_models import TEXT_HIDDEN, TEXT_LAYERS, VIT_HIDDEN, VIT_LAYERS, make_t
 
 from structure_align.data import DatasetInfo, dataset_texts, read_manifest, write_manifest
 from structure_align.encoders import load_encoder, masked_mean
+from structure_align.extract import extract_features
 from structure_align.features import (
     FeatureFileError,
-    extract_features,
     feature_file_info,
     load_features,
 )
@@ -78,7 +78,7 @@ def test_text_round_trip_groups_and_order(workdir, encoders):
     root, manifest, info = workdir
     _, bert = encoders
     out = extract_features(manifest, bert, root / "f" / "bert.safetensors", batch_size=2, device="cpu",
-                           progress=False)
+                           progress=False, train_captions="all")
     fs = load_features(out, modality="text")
     df, _ = read_manifest(manifest)
     texts, groups = dataset_texts(df, info)
@@ -112,7 +112,7 @@ def test_limit_keeps_captions_of_first_rows(workdir, encoders):
     root, manifest, _ = workdir
     _, bert = encoders
     fs = load_features(extract_features(manifest, bert, root / "t.safetensors", limit=4, device="cpu",
-                                        progress=False))
+                                        progress=False, train_captions="all"))
     assert fs.groups.max().item() <= 3 and fs.meta["limit"] == "4"
     assert fs.n_rows == sum(1 + i % 3 for i in range(4))
 

@@ -71,7 +71,7 @@ _EXPORTS: dict[str, str] = {
     "register_encoder": "encoders",
     "list_encoders": "encoders",
     "encoder_modality": "encoders",
-    "extract_features": "features",
+    "extract_features": "extract",
     "load_features": "features",
     "FeatureFileError": "features",
     "FeatureSet": "features",

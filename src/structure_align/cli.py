@@ -72,7 +72,7 @@ def revisions_to_env(config: dict) -> dict:
 def cmd_extract(args: argparse.Namespace) -> None:
     """Extract every layer of one encoder on one manifest; ``--config`` = params ``extraction`` (+ ``hub_revisions``:
     params ``encoders.revisions``, handed to the hub loaders through their environment variable)."""
-    from .features import extract_features
+    from .extract import extract_features
 
     options = revisions_to_env(args.config)
     _set_threads(args.threads)

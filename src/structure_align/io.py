@@ -158,30 +158,123 @@ def _content_digest(header: Mapping[str, Any], chunks: Iterable[bytes | memoryvi
 
 
 def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> Path:
-    """Write numpy arrays as a safetensors file without building the serialised payload in memory (atomic).
+    """Write numpy arrays as a safetensors file through :class:`SafetensorsFileWriter` (atomic).
 
     Layout (the safetensors spec): 8-byte little-endian header length, JSON header padded with spaces to a multiple
-    of 8, then the raw little-endian bytes of the tensors back to back. Same arrays + metadata = same bytes.
+    of 8, then the raw little-endian bytes of the tensors back to back. Same arrays + metadata = same bytes, and the
+    same bytes as a file filled incrementally by the writer (one code path).
     """
-    if CHECKSUM_KEY in metadata:
-        raise ValueError(f"metadata key {CHECKSUM_KEY!r} is reserved for the writer's content checksum")
     arrays = {name: np.ascontiguousarray(a) for name, a in tensors.items()}
     for name, arr in arrays.items():
         if arr.dtype not in ST_DTYPES:
             raise TypeError(f"tensor {name!r}: dtype {arr.dtype} is not supported by the safetensors writer")
         arrays[name] = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
-    shapes = {n: (a.dtype, a.shape) for n, a in arrays.items()}
-    bare, order, _ = _header_dict(shapes, metadata)
-
-    def payload() -> Iterator[memoryview]:
-        return (memoryview(arrays[n].reshape(-1)).cast("B") for n in order if arrays[n].nbytes)
-
-    head, _, _ = safetensors_header(shapes, {**metadata, CHECKSUM_KEY: _content_digest(bare, payload())})
     path = Path(path)
-    with atomic_write(path) as tmp, open(tmp, "wb") as f:
-        f.write(head)
-        f.writelines(payload())
+    with atomic_write(path) as tmp:
+        writer = SafetensorsFileWriter(tmp, {n: (a.dtype, a.shape) for n, a in arrays.items()}, metadata)
+        for name, arr in arrays.items():
+            writer.write_tensor(name, arr)
+        writer.finalize()
     return path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# incremental safetensors writer (docs/encoders.md "Feature file": reserved header, rows written in place)
+# ---------------------------------------------------------------------------------------------------------------
+
+# metadata key of the per-tensor checksums: json.dumps({tensor name: sha256 hex of its raw bytes}, sort_keys=True)
+TENSOR_CHECKSUM_KEY = "tensor_sha256"
+_HEX_PLACEHOLDER = "0" * 64
+
+
+def _checksummed_header(specs: Mapping[str, tuple[np.dtype, tuple[int, ...]]], metadata: Mapping[str, str],
+                        tensor_sha: Mapping[str, str], content_sha: str) -> bytes:
+    """The serialised header with both checksum keys (their hex strings have a fixed length, so the header length
+    does not depend on the values: it can be reserved before any tensor byte is known)."""
+    meta = {**metadata, TENSOR_CHECKSUM_KEY: json.dumps(dict(tensor_sha), sort_keys=True), CHECKSUM_KEY: content_sha}
+    head, _, _ = safetensors_header(specs, meta)
+    return head
+
+
+class SafetensorsFileWriter:
+    """A safetensors file preallocated at its final size and filled in place, then checksummed.
+
+    The header length is computed in advance with placeholder checksums (fixed-length hex), so the payload offsets
+    are known before any data exists: tensors (or row blocks of them, through :meth:`rows`) are written straight to
+    their offsets, and :meth:`finalize` re-reads the payload in bounded chunks for the per-tensor
+    (``tensor_sha256``) and content (``content_sha256``) checksums, writes the header and fsyncs. There is no
+    scratch copy: peak disk is the file itself. ``resume=True`` reopens an existing file of the expected size (the
+    caller vouches, e.g. via a progress file, that its filled part belongs to the same inputs).
+    """
+
+    def __init__(self, path: str | os.PathLike, specs: Mapping[str, tuple[Any, tuple[int, ...]]],
+                 metadata: Mapping[str, str], *, resume: bool = False) -> None:
+        for key in (CHECKSUM_KEY, TENSOR_CHECKSUM_KEY):
+            if key in metadata:
+                raise ValueError(f"metadata key {key!r} is reserved for the writer's checksums")
+        self.path = Path(path)
+        self.specs = {n: (np.dtype(d).newbyteorder("<"), tuple(int(s) for s in shape)) for n, (d, shape) in
+                      specs.items()}
+        self.metadata = {str(k): str(v) for k, v in metadata.items()}
+        bare, self.order, self.payload_size = _header_dict(self.specs, self.metadata)
+        self.offsets = {n: tuple(bare[n]["data_offsets"]) for n in self.order}
+        self.data_start = len(_checksummed_header(self.specs, self.metadata, dict.fromkeys(self.order,
+                                                  _HEX_PLACEHOLDER), _HEX_PLACEHOLDER))
+        size = self.data_start + self.payload_size
+        if resume:
+            if not self.path.is_file() or self.path.stat().st_size != size:
+                raise FileFormatError(f"{self.path}: cannot resume, expected a partial file of {size} bytes")
+        else:
+            with open(self.path, "wb") as f:
+                f.truncate(size)  # sparse where the filesystem allows: no bytes are written twice
+
+    def rows(self, name: str) -> np.ndarray:
+        """A writable memory map of tensor ``name`` inside the file (fill it row block by row block)."""
+        dtype, shape = self.specs[name]
+        start, stop = self.offsets[name]
+        if stop == start:
+            return np.empty(shape, dtype=dtype)
+        return np.memmap(self.path, dtype=dtype, mode="r+", offset=self.data_start + start, shape=shape)
+
+    def write_tensor(self, name: str, array: np.ndarray) -> None:
+        """Write a whole tensor at its offset."""
+        dtype, shape = self.specs[name]
+        arr = np.ascontiguousarray(array, dtype=dtype)
+        if arr.shape != shape:
+            raise ValueError(f"tensor {name!r}: shape {arr.shape}, the header declares {shape}")
+        with open(self.path, "r+b") as f:
+            f.seek(self.data_start + self.offsets[name][0])
+            f.write(memoryview(arr.reshape(-1)).cast("B") if arr.nbytes else b"")
+
+    def _chunks(self, f: Any, start: int, stop: int, chunk: int) -> Iterator[bytes]:
+        f.seek(self.data_start + start)
+        left = stop - start
+        while left > 0:
+            block = f.read(min(chunk, left))
+            if not block:
+                raise FileFormatError(f"{self.path}: file ended early while checksumming")
+            left -= len(block)
+            yield block
+
+    def finalize(self, chunk: int = 1 << 24) -> None:
+        """Checksum the payload (bounded reads), write the header, fsync."""
+        with open(self.path, "r+b") as f:
+            tensor_sha = {}
+            for name in self.order:
+                digest = hashlib.sha256()
+                for block in self._chunks(f, *self.offsets[name], chunk):
+                    digest.update(block)
+                tensor_sha[name] = digest.hexdigest()
+            meta = {**self.metadata, TENSOR_CHECKSUM_KEY: json.dumps(tensor_sha, sort_keys=True)}
+            bare, _, _ = _header_dict(self.specs, meta)
+            content = _content_digest(bare, self._chunks(f, 0, self.payload_size, chunk))
+            head = _checksummed_header(self.specs, self.metadata, tensor_sha, content)
+            if len(head) != self.data_start:
+                raise AssertionError(f"{self.path}: header length changed ({len(head)} != {self.data_start})")
+            f.seek(0)
+            f.write(head)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def read_safetensors_header(path: str | os.PathLike) -> tuple[dict[str, Any], int]:

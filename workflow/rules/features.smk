@@ -4,7 +4,7 @@
 rule extract_features:
     input:
         manifest=f"{RESULTS}/manifests/{{dataset}}.parquet",
-        code=src_files("features", "encoders", "data", wrapper=False),
+        code=src_files("extract", "features", "encoders", "data", wrapper=False),
     output:
         f"{RESULTS}/features/{{dataset}}/{{encoder}}.safetensors",
     log:

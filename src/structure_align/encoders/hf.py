@@ -7,7 +7,10 @@
   output (``hidden_states[0]``) is dropped, as in the released code's ``blocks.{i}.add_1`` return nodes, and the
   final LayerNorm is not applied.
 
-Preprocessing is the model's own: its tokenizer, or its image processor config.
+Preprocessing is the model's own: its tokenizer, or its image processor config. Where the model has the usual
+``embeddings`` + ``encoder.layer`` modules (BERT, RoBERTa, MPNet, ViT, DINOv2 ...), each hidden state is pooled as its
+module produces it (forward hooks, :mod:`.blocks`) instead of collecting ``output_hidden_states``; other layouts fall
+back to ``output_hidden_states``. Both give the same tensors, so the same features.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 from PIL import Image
 
 from .base import Encoder
+from .blocks import pooled_block_outputs
 from .pooling import cls_token, masked_mean
 from .registry import register_family
 
@@ -29,6 +33,12 @@ log = logging.getLogger(__name__)
 
 # tokenizers without a real limit report int(1e30) as model_max_length
 _UNBOUNDED_MAX_LENGTH = 100_000
+
+
+def _layer_modules(model: torch.nn.Module) -> list[torch.nn.Module] | None:
+    """``encoder.layer`` of a transformers model (one module per block, in order), or None for other layouts."""
+    layers = getattr(getattr(model, "encoder", None), "layer", None)
+    return list(layers) if isinstance(layers, torch.nn.ModuleList) and len(layers) else None
 
 
 def _load_config(spec: str, **kwargs: Any) -> Any:
@@ -107,9 +117,16 @@ class HFTextEncoder(Encoder):
     def forward_layers(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """Masked mean of each of the ``num_hidden_layers + 1`` hidden states."""
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        out = self.model(**batch, output_hidden_states=True)
         mask = batch["attention_mask"]
-        return [masked_mean(h, mask) for h in out.hidden_states]
+        layers = _layer_modules(self.model)
+        embeddings = getattr(self.model, "embeddings", None)
+        if layers is None or not isinstance(embeddings, torch.nn.Module) or len(layers) + 1 != self.n_layers:
+            out = self.model(**batch, output_hidden_states=True)
+            return [masked_mean(h, mask) for h in out.hidden_states]
+        # hidden_states[0] is the embeddings module's output, hidden_states[i + 1] block i's
+        with pooled_block_outputs([embeddings, *layers], lambda h: masked_mean(h, mask)) as feats:
+            self.model(**batch)
+        return feats
 
 
 class HFVisionEncoder(Encoder):
@@ -134,8 +151,13 @@ class HFVisionEncoder(Encoder):
 
     def forward_layers(self, batch: torch.Tensor) -> list[torch.Tensor]:
         """CLS token of each block output; ``hidden_states[0]`` (patch + position embeddings) is dropped."""
-        out = self.model(pixel_values=batch.to(self.device), output_hidden_states=True)
-        return [cls_token(h) for h in out.hidden_states[1:]]
+        layers = _layer_modules(self.model)
+        if layers is None or len(layers) != self.n_layers:
+            out = self.model(pixel_values=batch.to(self.device), output_hidden_states=True)
+            return [cls_token(h) for h in out.hidden_states[1:]]
+        with pooled_block_outputs(layers, cls_token) as feats:
+            self.model(pixel_values=batch.to(self.device))
+        return feats
 
 
 @register_family("hf", modality=hf_modality,

@@ -1,9 +1,11 @@
 """open_clip towers: ``openclip-image:<arch>:<pretrained tag>`` and ``openclip-text:<arch>:<pretrained tag>``.
 
-* image tower: CLS token of every transformer block (``forward_intermediates``, no ``ln_post``), open_clip's own
-  eval transform;
+* image tower: CLS token of every transformer block (no ``ln_post``), open_clip's own eval transform;
 * text tower: masked mean over the non-padding tokens (open_clip pads with id 0) of every block output, no
   ``ln_final`` (docs/method.md §2's text pooling; CLIP's own EOT pooling is the final projection, not used here).
+
+Block outputs are pooled as they are produced (forward hooks, :mod:`.blocks`) during open_clip's own
+``forward_intermediates`` pass, which is asked for the last block only.
 
 A tag of ``none`` builds a randomly initialised model (tests). Real tags (``laion2b_s34b_b79k`` ...) need the hub.
 """
@@ -17,6 +19,7 @@ import torch
 from PIL import Image
 
 from .base import Encoder
+from .blocks import pooled_block_outputs
 from .pooling import masked_mean
 from .registry import register_family
 
@@ -35,6 +38,11 @@ def _create(spec: str, **kwargs: Any) -> tuple[torch.nn.Module, Any, str, str | 
     arch, tag = _parse(spec)
     model, _, preprocess_val = open_clip.create_model_and_transforms(arch, pretrained=tag, **kwargs)
     return model.eval(), preprocess_val, arch, tag
+
+
+def _nlc(transformer: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """A block output in [batch, tokens, width] layout (open_clip transformers may run sequence-first)."""
+    return h if getattr(transformer, "batch_first", True) else h.transpose(0, 1)
 
 
 def _transformer_blocks(module: torch.nn.Module, what: str) -> int:
@@ -65,9 +73,12 @@ class OpenClipImageEncoder(Encoder):
 
     def forward_layers(self, batch: torch.Tensor) -> list[torch.Tensor]:
         """CLS token of every block (no ln_post)."""
-        out = self.model.visual.forward_intermediates(batch.to(self.device), intermediates_only=True,
-                                                      output_fmt="NLC", output_extra_tokens=True)
-        return [p[:, 0] for p in out["image_intermediates_prefix"]]
+        visual = self.model.visual
+        with pooled_block_outputs(list(visual.transformer.resblocks),
+                                  lambda h: _nlc(visual.transformer, h)[:, 0]) as feats:
+            visual.forward_intermediates(batch.to(self.device), indices=1, intermediates_only=True,
+                                         output_fmt="NLC", output_extra_tokens=True)
+        return feats
 
 
 class OpenClipTextEncoder(Encoder):
@@ -92,8 +103,12 @@ class OpenClipTextEncoder(Encoder):
     def forward_layers(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """Masked mean of every text block output (no ln_final)."""
         ids = batch["input_ids"].to(self.device)
-        out = self.model.forward_intermediates(text=ids, intermediates_only=True)
-        return [masked_mean(h, batch["attention_mask"]) for h in out["text_intermediates"]]
+        transformer = getattr(self.model, "text", self.model).transformer
+        mask = batch["attention_mask"]
+        with pooled_block_outputs(list(transformer.resblocks),
+                                  lambda h: masked_mean(_nlc(transformer, h), mask)) as feats:
+            self.model.forward_intermediates(text=ids, text_indices=1, intermediates_only=True)
+        return feats
 
 
 @register_family("openclip-image", modality="vision",

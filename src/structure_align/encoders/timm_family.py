@@ -1,8 +1,9 @@
 """``timm:<model name>``: timm Vision Transformers, CLS token of every block (docs/method.md §2, the released default
 ``vit_large_patch14_dinov2.lvd142m``).
 
-Layers come from ``forward_intermediates(norm=False)``: the output of each block after its MLP residual, the same
-points as the released code's ``blocks.{i}.add_1`` return nodes; no embedding entry, no final norm. Preprocessing
+Layers are the output of each block after its MLP residual (forward hooks on ``model.blocks`` during timm's own
+``forward_intermediates`` pass, :mod:`.blocks`: each output is pooled as it is produced), the same points as the
+released code's ``blocks.{i}.add_1`` return nodes; no embedding entry, no final norm. Preprocessing
 is timm's eval transform from ``resolve_model_data_config`` (for DINOv2 lvd142m: 518 px, bicubic, ImageNet stats),
 with a forced RGB conversion.
 """
@@ -16,6 +17,7 @@ import torch
 from PIL import Image
 
 from .base import Encoder
+from .blocks import pooled_block_outputs
 from .registry import register_family
 
 
@@ -43,10 +45,12 @@ class TimmViTEncoder(Encoder):
         return torch.stack([self.transform(im.convert("RGB")) for im in images])
 
     def forward_layers(self, batch: torch.Tensor) -> list[torch.Tensor]:
-        """CLS token of every block output (no final norm)."""
-        out = self.model.forward_intermediates(batch.to(self.device), indices=None, return_prefix_tokens=True,
-                                               norm=False, output_fmt="NLC", intermediates_only=True)
-        return [prefix[:, 0] for _, prefix in out]
+        """CLS token of every block output (no final norm), pooled block by block; ``indices=1``: timm keeps only
+        the last block's tokens, the hooks take every block's CLS token."""
+        with pooled_block_outputs(list(self.model.blocks), lambda h: h[:, 0]) as feats:
+            self.model.forward_intermediates(batch.to(self.device), indices=1, norm=False, output_fmt="NLC",
+                                             intermediates_only=True)
+        return feats
 
 
 @register_family("timm", modality="vision", description="timm ViTs via forward_intermediates, CLS token per block")
