@@ -180,9 +180,10 @@ def check_options(*, batch_size: int, dtype: str, limit: int | None, num_workers
 
 
 def apply_precision(encoder: Any, precision: str) -> None:
-    """``released``: text encoders get bfloat16 weights (the released code's RoBERTa), vision encoders stay float32;
+    """``released``: text encoders get bfloat16 weights (the released code's RoBERTa), vision encoders stay float32,
+    and so do the CLIP reference towers (pooling ``clip_projection``: not part of the released STRUCTURE pipeline);
     ``autocast``: weights stay float32 (the forwards may run under ``torch.autocast``)."""
-    if precision == "released" and encoder.modality == "text":
+    if precision == "released" and encoder.modality == "text" and encoder.pooling != "clip_projection":
         encoder.model.to(torch.bfloat16)
 
 

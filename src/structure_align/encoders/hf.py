@@ -8,7 +8,7 @@
   final LayerNorm is not applied.
 
 Preprocessing is the model's own: its tokenizer, or its image processor config. Where the model has the usual
-``embeddings`` + ``encoder.layer`` modules (BERT, RoBERTa, MPNet, ViT, DINOv2 ...), each hidden state is pooled as its
+``embeddings`` + ``encoder.layer`` (or ``layers``) modules (BERT, RoBERTa, MPNet, ViT, DINOv2 ...), each hidden state is pooled as its
 module produces it (forward hooks, :mod:`.blocks`) instead of collecting ``output_hidden_states``; other layouts fall
 back to ``output_hidden_states``. Both give the same tensors, so the same features.
 """
@@ -36,9 +36,13 @@ _UNBOUNDED_MAX_LENGTH = 100_000
 
 
 def _layer_modules(model: torch.nn.Module) -> list[torch.nn.Module] | None:
-    """``encoder.layer`` of a transformers model (one module per block, in order), or None for other layouts."""
-    layers = getattr(getattr(model, "encoder", None), "layer", None)
-    return list(layers) if isinstance(layers, torch.nn.ModuleList) and len(layers) else None
+    """The block modules of a transformers model in order (``encoder.layer``, or ``layers`` / ``encoder.layers``
+    in newer layouts), or None for other layouts."""
+    encoder = getattr(model, "encoder", None)
+    for layers in (getattr(encoder, "layer", None), getattr(model, "layers", None), getattr(encoder, "layers", None)):
+        if isinstance(layers, torch.nn.ModuleList) and len(layers):
+            return list(layers)
+    return None
 
 
 def _load_config(spec: str, **kwargs: Any) -> Any:
