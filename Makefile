@@ -26,7 +26,7 @@ DVC_REMOTE ?= $(CURDIR)/../structure-dvc-store
 REPORT ?= results/report.html
 
 .PHONY: help install reproduce reproduce-released reproduce-full reproduce-paper reproduce-paper-scaling paper-plan analysis report smoke features-all test test-unit reliability lint \
-	bench pull push remote lock dag clean-smoke
+	bench gpu-check pull push remote lock dag clean-smoke
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -88,6 +88,9 @@ reliability: install  ## 5 SIGKILLs of make smoke, then a plain rerun; a second 
 lint:  ## snakemake --lint (only the documented conda/container suggestion remains) and snakefmt
 	snakemake --lint
 	snakefmt --check Snakefile workflow/rules
+
+gpu-check: install  ## on one GPU, offline: paper architectures (random weights) through extraction, a batch-4096 R_S step, the smoke workflow on cuda -> results/benchmarks/gpu_check.json
+	$(PY) benchmarks/gpu_check.py
 
 bench: install  ## benchmark scripts under benchmarks/ (timings are measured there, never asserted in tests)
 	@for f in benchmarks/*.py; do [ -e "$$f" ] || continue; echo "== $$f"; $(PY) "$$f"; done

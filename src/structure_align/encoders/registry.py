@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 MODALITIES = ("vision", "text")
 
 # modules of this package that define no encoders (besides every module whose name starts with "_")
-INFRASTRUCTURE = frozenset({"base", "pooling", "registry"})
+INFRASTRUCTURE = frozenset({"base", "blocks", "pooling", "registry"})
 
 Factory = Callable[..., Encoder]
 ModalityRef = Callable[[str], str] | str
