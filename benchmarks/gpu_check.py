@@ -39,8 +39,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-WORDS = ("a man woman dog cat red blue small large street table plate of pizza riding bike near two people "
-         "standing sitting next to the with on in grass water car bus train sign building tree").split()
+WORDS = ["a", "man", "woman", "dog", "cat", "red", "blue", "small", "large", "street", "table", "plate", "of", "pizza",
+         "riding", "bike", "near", "two", "people", "standing", "sitting", "next", "to", "the", "with", "on", "in",
+         "grass", "water", "car", "bus", "train", "sign", "building", "tree"]
 
 
 def synthetic_manifest(root: Path, n_images: int, captions_per_image: int, side: int, seed: int = 0) -> Path:
@@ -89,8 +90,8 @@ def roberta_large(dry: bool) -> Any:
 
     from structure_align.encoders.hf import HFTextEncoder
 
-    size = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64) if dry else \
-        dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
+    size = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64} if dry \
+        else {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096}
     cfg = RobertaConfig(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, pad_token_id=0,
                         layer_norm_eps=1e-5, **size)
     torch.manual_seed(0)
