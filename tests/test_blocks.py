@@ -102,3 +102,38 @@ def test_pooled_block_outputs_order_tuple_outputs_and_missing_blocks():
     with pytest.raises(RuntimeError, match=r"blocks \[2\]"), pooled_block_outputs(blocks, lambda h: h[:, 0]):
         blocks[0](x)
         blocks[1](x)
+
+
+def test_block_outputs_are_freed_as_the_forward_proceeds(tiny_encoders):
+    """When block i finishes, the full outputs of blocks < i - 1 are gone: only the pooled rows are kept (the former
+    extraction kept every block's [B, T, D] output until the end of the forward pass)."""
+    import weakref
+
+    from structure_align.encoders.blocks import _block_tensor
+    from structure_align.encoders.hf import _layer_modules
+
+    for enc in tiny_encoders:
+        m = enc.model
+        if enc.name.startswith("timm:"):
+            blocks = list(m.blocks)
+        elif enc.name.startswith("openclip-image"):
+            blocks = list(m.visual.transformer.resblocks)
+        elif enc.name.startswith("openclip-text"):
+            blocks = list(m.transformer.resblocks)
+        else:
+            blocks = _layer_modules(m)
+        refs: list[weakref.ref] = []
+        alive: list[int] = []
+
+        def track(_m, _a, out, refs=refs, alive=alive):
+            refs.append(weakref.ref(_block_tensor(out)))
+            alive.append(sum(r() is not None for r in refs[:-2]))
+        handles = [b.register_forward_hook(track) for b in blocks]
+        batch = enc.preprocess(_images()) if enc.modality == "vision" else enc.tokenize(TEXTS)
+        with torch.inference_mode():
+            feats = enc.forward_layers(batch)
+        for h in handles:
+            h.remove()
+        assert len(alive) == len(blocks) and max(alive) == 0, f"{enc.name}: {alive}"
+        # a pooled row that were a view (CLS = h[:, 0]) would pin its block's whole output through the storage
+        assert all(f.untyped_storage().nbytes() == f.numel() * f.element_size() for f in feats), enc.name

@@ -192,7 +192,7 @@ def _weights_fingerprint(model: torch.nn.Module) -> str:
     params = list(model.parameters())
     digest = hashlib.sha256()
     for p in (params[:1] + params[-1:]) if params else []:
-        digest.update(p.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(p.detach().to("cpu").reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 

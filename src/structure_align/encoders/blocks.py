@@ -33,13 +33,20 @@ def _block_tensor(output: Any) -> torch.Tensor:
 def pooled_block_outputs(modules: Sequence[torch.nn.Module],
                          pool: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[list[torch.Tensor]]:
     """Forward hooks on ``modules``: yields a list that, after one forward pass, holds ``pool(output of module i)``
-    in module order. The hooks are removed on exit, even after an error."""
+    in module order. A pooled tensor that is a view of the block output (the CLS token) is copied, so that nothing
+    keeps a block's full output alive once the next block has consumed it. The hooks are removed on exit, even after
+    an error."""
     slots: list[torch.Tensor | None] = [None] * len(modules)
     result: list[torch.Tensor] = []
 
     def make_hook(i: int) -> Callable[..., None]:
         def hook(_module: torch.nn.Module, _args: Any, output: Any) -> None:
-            slots[i] = pool(_block_tensor(output))
+            hidden = _block_tensor(output)
+            pooled = pool(hidden)
+            if pooled.untyped_storage().data_ptr() == hidden.untyped_storage().data_ptr():
+                # a view (CLS = h[:, 0]) would keep the block's whole [B, T, D] output alive: copy the rows out
+                pooled = pooled.clone()
+            slots[i] = pooled
         return hook
 
     handles = [m.register_forward_hook(make_hook(i)) for i, m in enumerate(modules)]
