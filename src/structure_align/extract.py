@@ -180,7 +180,7 @@ def check_options(*, batch_size: int, dtype: str, limit: int | None, num_workers
 
 
 def apply_precision(encoder: Any, precision: str) -> None:
-    """``released``: text encoders get bfloat16 weights (the released code's RoBERTa), vision encoders stay float32,
+    """In place. ``released``: text encoders get bfloat16 weights (the released code's RoBERTa), vision encoders stay float32,
     and so do the CLIP reference towers (pooling ``clip_projection``: not part of the released STRUCTURE pipeline);
     ``autocast``: weights stay float32 (the forwards may run under ``torch.autocast``)."""
     if precision == "released" and encoder.modality == "text" and encoder.pooling != "clip_projection":
@@ -337,8 +337,9 @@ def _extract(encoder: Any, batches: list[np.ndarray], source_from: Callable[[int
         log.info("resuming %s from batch %d of %d (%s)", out_path, start, len(batches), state.partial)
     else:
         state.save(0, 0)
-    log.info("extracting %s features (%d rows, %d layers, %.1f MB output) on %s, %s, autocast %s, into %s",
-             encoder.name, n, len(dims), writer.payload_size / 2**20, dev, meta["precision"], autocast, state.partial)
+    log.info("extracting %s features of %s (%d rows, %d layers, %.1f MB output) on %s, precision %s, autocast %s, "
+             "into %s", encoder.name, meta["dataset"], n, len(dims), writer.payload_size / 2**20, dev,
+             meta["precision"], autocast, state.partial)
 
     def checkpoint(done: int) -> None:
         for out in outputs:
