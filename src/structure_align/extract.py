@@ -342,9 +342,7 @@ def _extract(encoder: Any, batches: list[np.ndarray], source_from: Callable[[int
              meta["precision"], autocast, state.partial)
 
     def checkpoint(done: int) -> None:
-        for out in outputs:
-            if isinstance(out, np.memmap):
-                out.flush()
+        writer.flush()  # rows on disk first, then the progress that claims them
         state.save(done, done - start)
 
     stream = _batch_stream(source_from(start), len(batches) - start, workers, dev.type == "cuda")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import mmap
 import os
 import struct
 import tempfile
@@ -221,6 +222,7 @@ class SafetensorsFileWriter:
         self.data_start = len(_checksummed_header(self.specs, self.metadata, dict.fromkeys(self.order,
                                                   _HEX_PLACEHOLDER), _HEX_PLACEHOLDER))
         size = self.data_start + self.payload_size
+        self._maps: list[np.memmap] = []
         if resume:
             if not self.path.is_file() or self.path.stat().st_size != size:
                 raise FileFormatError(f"{self.path}: cannot resume, expected a partial file of {size} bytes")
@@ -234,7 +236,18 @@ class SafetensorsFileWriter:
         start, stop = self.offsets[name]
         if stop == start:
             return np.empty(shape, dtype=dtype)
-        return np.memmap(self.path, dtype=dtype, mode="r+", offset=self.data_start + start, shape=shape)
+        rows = np.memmap(self.path, dtype=dtype, mode="r+", offset=self.data_start + start, shape=shape)
+        self._maps.append(rows)
+        return rows
+
+    def flush(self) -> None:
+        """Write the rows filled so far to disk, then drop their pages from this process (``MADV_DONTNEED`` on the
+        flushed shared mapping: the data stays in the file), so resident memory does not grow with the file."""
+        for rows in self._maps:
+            rows.flush()
+            mapping = getattr(rows, "_mmap", None)
+            if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+                mapping.madvise(mmap.MADV_DONTNEED)
 
     def write_tensor(self, name: str, array: np.ndarray) -> None:
         """Write a whole tensor at its offset."""
