@@ -2,9 +2,10 @@
 
 Every artifact of the package is written through this module, so that a reader (or a killed job) never sees a
 half-written file and the same content always gives the same bytes. safetensors files are written by a small
-streaming writer (tensors in a fixed order, metadata in insertion order) because the official writer orders the
-metadata by hash, which changes the bytes from run to run. Every file the writer produces carries a sha256 of its
-header and payload in the metadata key ``content_sha256``; :func:`verify_safetensors` checks it (and
+writer (:class:`SafetensorsFileWriter`: tensors in a fixed order, metadata in insertion order, header length reserved
+so that rows can be written in place) because the official writer orders the metadata by hash, which changes the
+bytes from run to run. Every file the writer produces carries the sha256 of each tensor's raw bytes in the metadata
+key ``tensor_sha256`` and a sha256 of its header and payload in ``content_sha256``; :func:`verify_safetensors` checks it (and
 :func:`read_safetensors_header` the file size) before a loader hands out any tensor, so a truncated or bit-flipped
 file is refused with its name instead of feeding wrong numbers into a result (docs/reliability.md "Corruption").
 """
