@@ -25,7 +25,7 @@ PAPER := snakemake paper --workflow-profile $(PAPER_PROFILE) --cores $(CORES) \
 DVC_REMOTE ?= $(CURDIR)/../structure-dvc-store
 REPORT ?= results/report.html
 
-.PHONY: help install reproduce reproduce-released reproduce-full reproduce-paper reproduce-paper-scaling paper-plan analysis report smoke features-all test test-unit reliability lint \
+.PHONY: help install reproduce reproduce-released reproduce-full reproduce-paper reproduce-paper-scaling paper-plan analysis report smoke features-all test test-unit mutation reliability lint \
 	bench pull push remote lock dag clean-smoke
 
 help:  ## list the targets
@@ -83,6 +83,9 @@ test-unit: install  ## unit tests only (no end-to-end workflow run)
 
 test: install  ## unit tests + slow tests + the smoke workflow end to end (tests/test_workflow.py checks its table)
 	$(PY) -m pytest -q tests
+
+mutation: install  ## mutation check: a fixed list of deliberate mistakes the unit tests must catch (tests/mutation_check.py)
+	$(PY) tests/mutation_check.py
 
 reliability: install  ## 5 SIGKILLs of make smoke, then a plain rerun; a second run; byte-identical (~7 min, 2 cores)
 	$(PY) -m pytest -q -m reliability tests/test_reliability.py
