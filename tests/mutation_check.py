@@ -53,7 +53,7 @@ MUTATIONS: tuple[Mutation, ...] = (
              ("tests/test_wiring.py", "-k", "independent_recomputation")),
     Mutation("M03", "evaluation", "CSA zero-shot ignores evaluation.csa_raw_prototypes",
              "steps.py", 'raw_prototypes=raw and spec.variant.head == "csa"', "raw_prototypes=False",
-             ("tests/test_wiring.py", "-k", "independent_recomputation")),
+             ("tests/test_wiring.py", "-k", "raw_prototypes")),
     Mutation("M04", "evaluation", "zero-shot top-1 scores the lowest-ranked of the top-k classes",
              "evaluate.py", "correct1[sl] = top[:, 0] == y[sl]", "correct1[sl] = top[:, -1] == y[sl]",
              ("tests/test_evaluate.py",)),

@@ -152,9 +152,10 @@ def _hand_variant_walk(z: np.ndarray, *, centering: str = "mean", center_first: 
     return e / e.sum(axis=1, keepdims=True)
 
 
-# after centring, two of X3's rows order their coordinates by a 3-cycle, so their ranks differ from argsort positions
-X3 = np.array([[0.9, 0.1, 0.5], [0.2, 0.7, 1.0], [0.6, 0.8, 0.3]])
-A3 = np.array([[0.1, 0.9, 0.4], [1.0, 0.3, 0.2], [0.2, 0.4, 0.8]])
+# three 4-d rows per side (no ties after centring) on which every option changes the value, and on which ranks and
+# argsort positions give different spearman similarities (with 3-d rows every off-diagonal rank product can coincide)
+X3 = np.array([[0.6, 0.3, 0.0, 0.0], [0.8, 0.9, 0.6, 0.7], [0.5, 0.9, 0.8, 0.0]])
+A3 = np.array([[0.9, 0.0, 0.7, 0.2], [0.9, 0.5, 0.3, 0.4], [0.0, 0.1, 0.7, 0.6]])
 
 
 @pytest.mark.parametrize("options", [
@@ -163,6 +164,7 @@ A3 = np.array([[0.1, 0.9, 0.4], [1.0, 0.3, 0.2], [0.2, 0.4, 0.8]])
     {"center_first": True}, {"centering": "standard", "center_first": True},
 ])
 def test_variants_on_hand_checked_b3_case(options):
+    """rbf, spearman and each centring against the numpy definition (as the b = 3 levels/weighting case)."""
     opts = {"tau": 0.5, **options}
     p, q = _hand_variant_walk(X3, **opts), _hand_variant_walk(A3, **opts)
     d1, d2 = _hand_code_div(p, q), _hand_code_div(p @ p, q @ q)

@@ -101,3 +101,25 @@ def test_subsample_choice_is_the_argmax_of_an_independent_mutual_knn(toy_data: T
         info = json.loads((run / "train.json").read_text())
         assert (info["vision_layer"], info["text_layer"]) == (i, j), spec.seed
         assert info["subsample_layer_score"] == pytest.approx(counts[i, j] / (len(rows) * 3), abs=1e-12)
+
+
+@pytest.mark.parametrize("raw", [True, False])
+def test_raw_prototypes_reach_exactly_the_csa_runs(toy_data: ToyData, monkeypatch: pytest.MonkeyPatch,
+                                                   raw: bool) -> None:
+    """evaluation.csa_raw_prototypes switches the released prototype path on for CSA runs only (the toy zero-shot
+    set is too easy for the two paths to give different numbers, so the flag itself is checked)."""
+    import structure_align.evaluate as ev
+
+    runs = [_run(toy_data, "linear", "similar", None, 3), _run(toy_data, "csa", "similar", None, 3)]
+    _score_and_train(toy_data, runs, toy_params())
+    seen: list[tuple[str, bool]] = []
+    real = ev.evaluate_set
+
+    def spy(aligner, es, *args, **kwargs):
+        seen.append((type(aligner).__name__, kwargs["raw_prototypes"]))
+        return real(aligner, es, *args, **kwargs)
+
+    monkeypatch.setattr(ev, "evaluate_set", spy)
+    steps.evaluate_runs(runs, toy_data.eval_records(), device="cpu",
+                        evaluation={"duplicate_gallery": False, "batch_size": 64, "csa_raw_prototypes": raw})
+    assert seen == [("HeadAligner", False)] * 2 + [("CSA", raw)] * 2
