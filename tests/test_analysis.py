@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import T_DIMS, V_DIMS, ToyData, toy_params, write_features
+from figure_util import assert_figure
 from PIL import Image
 
 from structure_align import analysis as ana
@@ -255,7 +256,8 @@ def test_neighbourhood_target_on_toy_runs(toy_data: ToyData) -> None:
     assert code == 0
     table = pd.read_csv(toy_data.root / "tables/analysis_neighbourhood.csv")
     assert len(table) == 2 * 2 * 2 * 2 and table["best"].between(0, 1).all()
-    assert (toy_data.root / "figures/analysis_neighbourhood.png").stat().st_size > 5000
+    # 2 k values x (trustworthiness, continuity) panels of 3.4 x 2.5 in; one colour per variant
+    assert_figure(toy_data.root / "figures/analysis_neighbourhood.png", series=2, inches=(2 * 3.4 + 0.4, 2 * 2.5 + 0.3))
 
 
 def test_layer_correlation_and_combinations_on_toy_runs(toy_data: ToyData) -> None:
@@ -284,7 +286,8 @@ def test_layer_correlation_and_combinations_on_toy_runs(toy_data: ToyData) -> No
     assert len(gains) == 3 * 2 and (gains.n_seeds == 3).all()
     assert set(gains.comparison) == {"Linear + Similar vs Linear + Last", "Linear + Similar + R_S vs Linear + Last",
                                      "Linear + Similar + R_S vs Linear + Similar"}
-    assert (toy_data.root / "figures/analysis_combinations.png").stat().st_size > 5000
+    # a panel of 3.2 x 2.8 in per summary metric; one bar colour per comparison
+    assert_figure(toy_data.root / "figures/analysis_combinations.png", series=3, inches=(2 * 3.2 + 0.4, 2.8 + 0.3))
 
 
 def test_ablations_and_in_domain_on_toy_runs(toy_data: ToyData, tmp_path: Path) -> None:

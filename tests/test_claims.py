@@ -7,7 +7,15 @@ import math
 import pandas as pd
 import pytest
 
-from structure_align.claims import claims_markdown, claims_table, counterpart, gains_table, utility_table
+from structure_align.claims import (
+    claims_markdown,
+    claims_table,
+    counterpart,
+    gains_table,
+    headline_markdown,
+    utility_markdown,
+    utility_table,
+)
 from structure_align.runs import Variant
 
 RS = {"lambda": 10.0, "levels": 1, "tau": 0.05, "weighting": "none", "distance": "cosine"}
@@ -66,3 +74,53 @@ def test_utility_table() -> None:
     needed = math.exp(math.log(50) + t * (math.log(500) - math.log(50)))
     assert row.n_needed == pytest.approx(needed) and row.factor == pytest.approx(500 / needed)
     assert table.loc["CSA + Similar + R_S"].note == "not reached"
+
+
+# -- exact Markdown of the README's tables (issue 25 item 5) ---------------------------------------------------------
+# One expected string per table, from _summary(): every number can be checked by hand (module docstring of _summary:
+# seed means 10 s + 20 [N=500] ± the variant offsets; std of 10 x (1..5) = 15.8; t(0.975, 4) = 2.776; the N needed by
+# R_S: exp(ln 50 + 17/18 ln 10) = 440). A deliberate format change (a new column) updates these strings.
+
+HEADLINE = """\
+| Encoders | Method | N | seeds | zero-shot top-1 (%) | Δ [95 % CI] | compared with |
+|---|---|---:|---:|---:|---:|---|
+| v + t | Linear + Last | 50 | 5 | 29.0 ± 15.8 | — | — |
+| v + t | Linear + Similar | 50 | 5 | 30.0 ± 15.8 | +1.0 [+1.0, +1.0] | Linear + Last |
+| v + t | Linear + Similar + R_S | 50 | 5 | 33.0 ± 17.4 | +3.0 [+1.0, +5.0] | Linear + Similar |
+| v + t | CSA + Similar | 50 | 5 | 30.0 ± 15.8 | — | — |
+| v + t | CSA + Similar + R_S | 50 | 5 | 28.0 ± 15.8 | -2.0 [-2.0, -2.0] | CSA + Similar |
+| v + t | Linear + Last | 500 | 5 | 49.0 ± 15.8 | — | — |
+| v + t | Linear + Similar | 500 | 5 | 50.0 ± 15.8 | +1.0 [+1.0, +1.0] | Linear + Last |
+| v + t | Linear + Similar + R_S | 500 | 5 | 51.0 ± 15.8 | +1.0 [+1.0, +1.0] | Linear + Similar |
+| v + t | CSA + Similar | 500 | 5 | 50.0 ± 15.8 | — | — |
+| v + t | CSA + Similar + R_S | 500 | 5 | 48.0 ± 15.8 | -2.0 [-2.0, -2.0] | CSA + Similar |
+"""
+
+CLAIMS = """\
+| id | claim | comparison | metric | N | seeds | effect [95 % CI] (points) | p | verdict | condition |
+|---|---|---|---|---|---|---|---|---|---|
+| C1 | R_S improves over no R_S at small N | Linear + Similar + R_S - Linear + Similar | zeroshot_top1 | 50 | 5 | +3.00 [+1.04, +4.96] | 0.013 | **supported** | v + t; toy data |
+| C2 | Similar >= Last | Linear + Similar - Linear + Last | zeroshot_top1 | 500 | 5 | +1.00 [+1.00, +1.00] | 0.000 | **supported** | v + t; toy data |
+| C3 | the R_S gain shrinks as N grows | gain at N=50 - gain at N=500 (Linear + Similar + R_S - Linear + Similar) | zeroshot_top1 | 50 vs 500 | 5 | +2.00 [+0.04, +3.96] | 0.047 | **supported** | v + t; toy data |
+| C4 | R_S helps every head (Linear) | Linear + Similar + R_S - Linear + Similar | zeroshot_top1 | 50 | 5 | +3.00 [+1.04, +4.96] | 0.013 | **supported** | v + t; toy data |
+| C4 | R_S helps every head (CSA) | CSA + Similar + R_S - CSA + Similar | zeroshot_top1 | 50 | 5 | -2.00 [-2.00, -2.00] | 0.000 | **not supported** | v + t; toy data |
+
+Verdicts: supported = the 95 % CI of the paired per-seed difference lies above 0; not supported = it lies at or below 0; inconclusive = it contains 0. C3 compares the gain at the smallest N with the gain at the largest N (positive = the gain shrinks).
+"""
+
+UTILITY = """\
+| Encoders | Variant | vs | metric | baseline N | baseline score | N needed | factor | note |
+|---|---|---|---|---|---|---|---|---|
+| v + t | Linear + Similar + R_S | Linear + Similar | zeroshot_top1 | 500 | 50.0 | 440 | 1.14× | interpolated on log N |
+| v + t | CSA + Similar + R_S | CSA + Similar | zeroshot_top1 | 500 | 50.0 | — | — | not reached |
+
+factor = baseline N / N needed: how many times fewer pairs the R_S variant needs to reach the baseline's mean score at the baseline's largest N (seed means, linear interpolation on log N).
+"""
+
+
+def test_headline_claims_and_utility_markdown_are_exact() -> None:
+    summary = _summary()
+    gains = gains_table(summary, VARIANTS, ["zeroshot_top1"])
+    assert headline_markdown(summary, gains, VARIANTS, ["zeroshot_top1"]) == HEADLINE
+    assert claims_markdown(claims_table(summary, VARIANTS, ["zeroshot_top1"], "toy data")) == CLAIMS
+    assert utility_markdown(utility_table(summary, VARIANTS, ["zeroshot_top1"])) == UTILITY

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -132,3 +133,57 @@ def test_csa_save_load_round_trip(tmp_path, weighting: str, refine: bool) -> Non
     assert torch.equal(loaded.encode_image(x), csa.encode_image(x))
     assert torch.equal(loaded.encode_text(y), csa.encode_text(y))
     assert torch.allclose(loaded.encode_text(y).norm(dim=1), torch.ones(len(y)), atol=1e-5)
+
+
+# -- the refinement objective (docs/method.md §4.4), written out by hand ---------------------------------------------
+
+def _hand_rs(x: np.ndarray, a: np.ndarray, tau: float) -> float:
+    """R_S with one level, mean centring, cosine (docs/method.md §5.2), in numpy."""
+    def walk(z: np.ndarray) -> np.ndarray:
+        z = z / np.linalg.norm(z, axis=1, keepdims=True)
+        z = z - z.mean(axis=0, keepdims=True)
+        s = z @ z.T / tau
+        e = np.exp(s - s.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    p, q = walk(x), walk(a)
+    m = 0.5 * (p + q) + 1e-12
+    return 0.5 * float(np.sum(m * (2 * np.log(m) - np.log(q + 1e-12) - np.log(p + 1e-12)))) / len(x)
+
+
+def test_refine_loss_equals_the_hand_formula() -> None:
+    rng = np.random.default_rng(0)
+    xb, yb = rng.normal(size=(5, 4)), rng.normal(size=(5, 3))
+    w_x, w_y = rng.normal(size=(4, 2)), rng.normal(size=(3, 2))
+    csa = CSA(torch.tensor(w_x), torch.tensor(w_y), torch.zeros(4), torch.zeros(3), torch.ones(2))
+    zx = xb @ w_x / np.linalg.norm(xb @ w_x, axis=1, keepdims=True)
+    zy = yb @ w_y / np.linalg.norm(yb @ w_y, axis=1, keepdims=True)
+    rs = 0.5 * (_hand_rs(xb, zx, 0.5) + _hand_rs(yb, zy, 0.5))
+    cca = float(np.sum(zx * zy)) / 2
+    got = csa.refine_loss(torch.tensor(xb), torch.tensor(yb), torch.tensor(w_x), torch.tensor(w_y), rs_lambda=3.0,
+                          lambda_cca=0.7, rs_kwargs={"levels": 1, "tau": 0.5, "weighting": "none"})
+    assert rs > 1e-3 and abs(cca) > 1e-3  # both terms matter in this case
+    assert got.item() == pytest.approx(3.0 * rs - 0.7 * cca, rel=1e-10)
+
+
+def test_lambda_changes_the_refined_weights() -> None:
+    x, y, _ = _planted(n=400, dx=8, dy=6)
+    refined = {}
+    for lam in (0.0, 10.0, 20.0):
+        csa = CSA.fit(x, y, sim_dim=4)
+        csa.refine(x, y, rs_lambda=lam, epochs=3, lr=5e-3, batch_size=100, seed=1, progress=False)
+        refined[lam] = csa.w_x.clone()
+    for a, b in ((0.0, 10.0), (10.0, 20.0)):
+        assert (refined[a] - refined[b]).norm() > 1e-3 * refined[a].norm(), (a, b)
+
+
+def test_refinement_moves_a_well_conditioned_fit() -> None:
+    x, y, _ = _planted(n=2000, dx=8, dy=6)
+    fit = CSA.fit(x, y, sim_dim=4)
+    refined = CSA.fit(x, y, sim_dim=4)
+    refined.refine(x, y, epochs=3, lr=5e-3, batch_size=500, seed=0, progress=False)
+    # the refinement re-sorts the dimensions: compare each refined direction with its closest fitted one (± sign)
+    before, after = torch.nn.functional.normalize(fit.w_x, dim=0), torch.nn.functional.normalize(refined.w_x, dim=0)
+    closest = (after.T @ before).abs().max(dim=1).values
+    assert (closest < 1 - 1e-4).any(), closest
+    assert not torch.allclose(refined.encode_image(x[:50]), fit.encode_image(x[:50]), atol=1e-3)

@@ -187,13 +187,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def real_resources() -> Path:
-    from structure_align.data import AcquireError, acquire
+    from acquire_util import acquire_or_skip
 
     resources = REPO / "resources"
-    try:
-        acquire(SOURCE, resources)
-    except AcquireError as exc:
-        pytest.skip(f"Debian {SOURCE} could not be fetched here: {exc}")
+    acquire_or_skip(SOURCE, resources)
     return resources
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from acquire_util import acquire_or_skip
 from PIL import Image
 
 from structure_align.data import (
     AcquireError,
-    acquire,
     assert_split_disjoint,
     build_manifest,
     composite_on_white,
@@ -221,10 +221,24 @@ RESOURCES = Path(os.environ.get("STRUCTURE_RESOURCES", REPO / "resources"))
 
 
 def _acquire_or_skip(source: str) -> None:
-    try:
-        acquire(source, RESOURCES)
-    except AcquireError as exc:
-        pytest.skip(f"source {source} cannot be fetched here: {exc}")
+    acquire_or_skip(source, RESOURCES)
+
+
+@pytest.mark.parametrize("message, outcome", [
+    ("sha256 mismatch for x.deb (source 'emoji'): got 00, expected 11", pytest.fail.Exception),
+    ("x.tgz (source 'emoji') lacks the expected paths ['a']", pytest.fail.Exception),
+    ("apt-get download x=1 failed (exit 100): E: no network; hint", pytest.skip.Exception),
+    ("`npm` was not found on PATH; install it", pytest.skip.Exception),
+])
+def test_a_pin_mismatch_fails_and_a_fetch_failure_skips(monkeypatch, message, outcome):
+    import acquire_util
+
+    def broken(source, resources):
+        raise AcquireError(message)
+
+    monkeypatch.setattr(acquire_util, "acquire", broken)
+    with pytest.raises(outcome, match="integrity check" if outcome is pytest.fail.Exception else "cannot be fetched"):
+        acquire_util.acquire_or_skip("emoji", RESOURCES)
 
 
 @pytest.mark.slow

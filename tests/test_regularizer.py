@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy.stats import rankdata
 
 from structure_align.regularizer import level_divergence, safe_normalize, structure_regularizer
 
@@ -126,6 +127,54 @@ def test_levels_and_weighting_on_hand_checked_b3_case():
     assert got[2, "inverse"] == pytest.approx((d1 + d2 / 2) / 2, rel=1e-10)
     assert got[3, "inverse"] == pytest.approx((d1 + d2 / 2 + d3 / 3) / 3, rel=1e-10)
     assert d1 > d2 > 0  # the walks mix, so the hand case really distinguishes the levels
+
+
+def _hand_variant_walk(z: np.ndarray, *, centering: str = "mean", center_first: bool = False,
+                       distance: str = "cosine", tau: float = 0.5, gamma: float = 1.0) -> np.ndarray:
+    """The random-walk matrix of docs/method.md §5.2 steps 1-3 for one option set, written out in numpy."""
+    def centre(v: np.ndarray) -> np.ndarray:
+        if centering == "none":
+            return v
+        c = v - v.mean(axis=0, keepdims=True)
+        return c / v.std(axis=0, ddof=1, keepdims=True) if centering == "standard" else c
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    z = unit(centre(z)) if center_first else centre(unit(z))
+    if distance == "rbf":
+        s = np.array([[np.exp(-gamma * np.sum((zi - zj) ** 2)) for zj in z] for zi in z])
+    else:
+        if distance == "spearman":
+            z = unit(np.array([rankdata(row) - 1.0 for row in z]))  # ranks 0..d-1 of each row's coordinates
+        s = z @ z.T / tau
+    e = np.exp(s - s.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+# three 4-d rows per side (no ties after centring) on which every option changes the value, and on which ranks and
+# argsort positions give different spearman similarities (with 3-d rows every off-diagonal rank product can coincide)
+X3 = np.array([[0.6, 0.3, 0.0, 0.0], [0.8, 0.9, 0.6, 0.7], [0.5, 0.9, 0.8, 0.0]])
+A3 = np.array([[0.9, 0.0, 0.7, 0.2], [0.9, 0.5, 0.3, 0.4], [0.0, 0.1, 0.7, 0.6]])
+
+
+@pytest.mark.parametrize("options", [
+    {"distance": "rbf"}, {"distance": "rbf", "gamma": 2.5}, {"distance": "spearman"},
+    {"distance": "spearman", "tau": 0.2}, {"centering": "standard"}, {"centering": "none"},
+    {"center_first": True}, {"centering": "standard", "center_first": True},
+])
+def test_variants_on_hand_checked_b3_case(options):
+    """rbf, spearman and each centring against the numpy definition (as the b = 3 levels/weighting case)."""
+    opts = {"tau": 0.5, **options}
+    p, q = _hand_variant_walk(X3, **opts), _hand_variant_walk(A3, **opts)
+    d1, d2 = _hand_code_div(p, q), _hand_code_div(p @ p, q @ q)
+    xt, at = torch.tensor(X3), torch.tensor(A3)
+    assert structure_regularizer(xt, at, **opts).item() == pytest.approx(d1, rel=1e-10)
+    assert structure_regularizer(xt, at, levels=2, weighting="inverse", **opts).item() == pytest.approx(
+        (d1 + d2 / 2) / 2, rel=1e-10)
+    # the option matters on this case: the default (mean centring, cosine) gives another value
+    default = _hand_code_div(_hand_variant_walk(X3, tau=opts["tau"]), _hand_variant_walk(A3, tau=opts["tau"]))
+    assert d1 > 1e-4 and abs(d1 - default) > 1e-3 * d1, options
 
 
 def test_margin_is_a_per_level_hinge():

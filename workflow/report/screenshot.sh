@@ -11,7 +11,12 @@ if [ -z "$browser" ]; then
   echo "no chromium found: apt-get install chromium" >&2
   exit 1
 fi
-"$browser" --headless --no-sandbox --disable-gpu --hide-scrollbars --virtual-time-budget=10000 \
-  --window-size="$size" --screenshot="$out" "file://$report" >/dev/null 2>&1
+# a fresh profile and no background services: otherwise chromium reaches for the network (updates, sync, QUIC)
+# and, on a machine without internet, can stall before the capture
+profile=$(mktemp -d)
+trap 'rm -rf "$profile"' EXIT
+"$browser" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
+  --disable-component-update --disable-sync --user-data-dir="$profile" --hide-scrollbars \
+  --virtual-time-budget=10000 --window-size="$size" --screenshot="$out" "file://$report" >/dev/null 2>&1
 test -s "$out"
 echo "$out"
