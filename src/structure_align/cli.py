@@ -38,7 +38,10 @@ def cmd_acquire(args: argparse.Namespace) -> None:
     """Fetch one pinned source into ``resources/<source>/``."""
     from .data import acquire
 
-    acquire(args.source, args.resources_dir, mirror=args.mirror or None, downloads=args.downloads)
+    downloads = dict(args.downloads or {})
+    if args.urls:
+        downloads["urls"] = args.urls
+    acquire(args.source, args.resources_dir, mirror=args.mirror or None, downloads=downloads)
 
 
 def cmd_manifest(args: argparse.Namespace) -> None:
@@ -167,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add(sub, "acquire", cmd_acquire, ("--source", _REQ), ("--resources-dir", _REQ),
          ("--mirror", {"default": "", "help": "fetch url sources from <mirror>/<source>/<file> ('' = published)"}),
-         ("--downloads", {"type": _json, "default": None, "help": "params downloads block as JSON (overrides)"}))
+         ("--downloads", {"type": _json, "default": None, "help": "params downloads block as JSON (overrides)"}),
+         ("--urls", {"type": _json, "default": None, "help": "params downloads.urls as JSON (per-source locations)"}))
     _add(sub, "manifest", cmd_manifest, ("--dataset", _REQ), ("--resources-dir", _REQ), ("--images-dir", _REQ),
          _CONFIG, ("--out", _REQ))
     _add(sub, "extract", cmd_extract, ("--manifest", _REQ), ("--encoder", _REQ), ("--out", _REQ), _CONFIG, _DEVICE,
