@@ -9,6 +9,7 @@ from snakemake.io import report as mark_report
 from structure_align import config as params_mod, report, runs
 from structure_align.data import SOURCES
 from structure_align.data.acquire import pinned_spec
+from structure_align.data import prompts as released_prompts
 
 # clear, key-naming errors before anything is planned
 params_mod.check_params(config)

@@ -37,6 +37,8 @@ rule manifest:
     params:
         config=manifest_config,
         images=f"{RESULTS}/images",
+        # the released class names / templates (package data) of a paper zero-shot set: a changed list rebuilds it
+        prompts=lambda wc: released_prompts.rule_token(wc.dataset),
     shell:
         "python -m structure_align manifest --dataset {wildcards.dataset} --resources-dir resources "
         "--images-dir {params.images} --config {params.config:q} --out {output.parquet} > {log} 2>&1"
