@@ -1,0 +1,36 @@
+"""Released training-protocol details settled in docs/method.md §11 (issue 21 item 8): the validation loss is the
+batch-size-weighted mean over batches (torchmetrics ``MeanMetric.update(loss, weight=batch size)``)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from structure_align.heads import HeadAligner
+from structure_align.train import _batch_loss, _mean_loss
+from structure_align.trainconfig import TrainConfig
+
+
+def _data(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, 8, generator=g), torch.randn(n, 6, generator=g)
+
+
+def test_validation_loss_weights_batches_by_their_rows() -> None:
+    torch.manual_seed(0)
+    aligner = HeadAligner.build("linear", 8, 6, 8)
+    cfg = TrainConfig(head="linear", dim=8, rs_lambda=1.0, batch_size=32, epochs=1, patience=1, seed=0)
+    x, y = _data(40)  # batches of 32 and 8 rows
+    aligner.eval()
+    with torch.no_grad():
+        a, pa = _batch_loss(aligner, x[:32], y[:32], 1.0, cfg)
+        b, pb = _batch_loss(aligner, x[32:], y[32:], 1.0, cfg)
+    total, parts = _mean_loss(aligner, x, y, 1.0, cfg)
+    assert math.isclose(total, (32 * float(a) + 8 * float(b)) / 40, rel_tol=1e-12)
+    assert not math.isclose(total, (float(a) + float(b)) / 2, rel_tol=1e-6)  # not the plain mean of the batches
+    assert math.isclose(parts["clip"], (32 * pa["clip"] + 8 * pb["clip"]) / 40, rel_tol=1e-12)
+    assert math.isclose(parts["rs"], (32 * pa["rs"] + 8 * pb["rs"]) / 40, rel_tol=1e-12)
+    # equal batches: exactly the plain mean, as computed before (the offline default's single validation batch)
+    single, _ = _mean_loss(aligner, x[:32], y[:32], 1.0, cfg)
+    assert single == float(a)
