@@ -38,9 +38,12 @@ EXTRA_COUNTS = {**PAPER_COUNTS, "acquire": 13, "manifest": 13, "extract_features
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A checkout with ImageNet and Flickr30k placed (tiny trees), as the planned counts assume."""
+    """A checkout with the hand-placed sources placed (ImageNet, Flickr30k as tiny trees; Karpathy's COCO split file
+    only planned, never read), as the planned counts assume."""
     path = copy_sources(tmp_path_factory.mktemp("paper-plan"))
     write_local(path / "resources")
+    (path / "resources" / "coco_karpathy").mkdir()
+    (path / "resources" / "coco_karpathy" / "dataset_coco.json").write_text("{}")
     return path
 
 

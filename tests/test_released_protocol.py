@@ -1,10 +1,13 @@
-"""Released training-protocol details settled in docs/method.md §11 (issue 21 item 8): the validation loss is the
-batch-size-weighted mean over batches (torchmetrics ``MeanMetric.update(loss, weight=batch size)``)."""
+"""Released protocol details settled in docs/method.md §11 (issue 21 item 8): the validation loss is the
+batch-size-weighted mean over batches (torchmetrics ``MeanMetric.update(loss, weight=batch size)``), and the CLIP
+reference row resizes as the released CLIP evaluation does."""
 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
+import pytest
 import torch
 
 from structure_align.heads import HeadAligner
@@ -34,3 +37,22 @@ def test_validation_loss_weights_batches_by_their_rows() -> None:
     # equal batches: exactly the plain mean, as computed before (the offline default's single validation batch)
     single, _ = _mean_loss(aligner, x[:32], y[:32], 1.0, cfg)
     assert single == float(a)
+
+
+def test_clip_reference_preprocessing_is_the_released_torchvision_resize() -> None:
+    """The released CLIP evaluation: ``Resize((336, 336))`` (bilinear), ``ToTensor``, CLIP mean/std."""
+    import numpy as np
+    from PIL import Image
+
+    transforms = pytest.importorskip("torchvision.transforms")
+    from structure_align.encoders.paper import CLIP_MEAN, CLIP_STD, ClipImageEncoder
+
+    model = SimpleNamespace(eval=lambda: model, config=SimpleNamespace(
+        projection_dim=4, vision_config=SimpleNamespace(image_size=24)))
+    enc = ClipImageEncoder(model, name="clip-image:test")
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (50, 37, 3), dtype=np.uint8)) for _ in range(2)]
+    released = transforms.Compose([transforms.Resize((24, 24)), transforms.ToTensor(),
+                                   transforms.Normalize(CLIP_MEAN, CLIP_STD)])
+    expected = torch.stack([released(im) for im in images])
+    assert torch.allclose(enc.preprocess(images), expected, atol=1e-6)

@@ -163,12 +163,13 @@ class ClipImageEncoder(Encoder):
         self.size = int(model.config.vision_config.image_size)
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """Resize to size x size (bicubic, no crop), CLIP mean/std."""
+        """Resize to size x size (bilinear, no crop: torchvision ``Resize((336, 336))`` of the released CLIP
+        evaluation, docs/method.md §11), CLIP mean/std."""
         mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
         std = torch.tensor(CLIP_STD).view(3, 1, 1)
         out = []
         for im in images:
-            rgb = im.convert("RGB").resize((self.size, self.size), Image.Resampling.BICUBIC)
+            rgb = im.convert("RGB").resize((self.size, self.size), Image.Resampling.BILINEAR)
             arr = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8).view(self.size, self.size, 3)
             out.append((arr.permute(2, 0, 1).float() / 255.0 - mean) / std)
         return torch.stack(out)
