@@ -1,4 +1,4 @@
-"""Hand-placed sources that are missing: plan the paper run without them (docs/paper-profile.md "Hand-placed sets").
+"""Hand-placed sources that are missing: plan the paper run without them (docs/paper-profile.md "What is run").
 
 ImageNet and Flickr30k cannot be downloaded (``client="local"``); a user without them would otherwise see the paper
 run stop at their acquisition. With params ``paper.missing_local: skip`` (the paper configs' setting) the workflow
