@@ -119,3 +119,34 @@ def test_caltech_needs_the_full_folder_list_for_the_released_names(tmp_path: Pat
     _caltech_tree(tmp_path, {"BACKGROUND_Google": 2, "Faces": 2})
     with pytest.raises(ValueError, match=r"caltech101: .* has 2 class folders, the released list names 102"):
         DATASETS["caltech101"].build(tmp_path, tmp_path, train_per_class=1)
+
+
+# -- hand-placed sets that are missing (issue 21 item 5) -------------------------------------------------------------
+
+def _paper_lists() -> dict:
+    return {"train": ["coco"], "retrieval": ["flickr30k", "coco"], "zeroshot": ["stl10", "imagenet", "pets"],
+            "all": ["coco", "flickr30k", "stl10", "imagenet", "pets"]}
+
+
+def test_skip_missing_local_leaves_out_unplaced_sets_only(tmp_path: Path) -> None:
+    from structure_align.data import placed
+
+    (tmp_path / "imagenet" / "val").mkdir(parents=True)  # ImageNet placed, Flickr30k's images folder missing
+    (tmp_path / "flickr30k").mkdir()
+    config = {"datasets": _paper_lists(), "paper": {"missing_local": "skip"}}
+    skipped = placed.skip_missing_local(config, DATASETS, tmp_path)
+    assert list(skipped) == ["flickr30k"] and skipped["flickr30k"].endswith("(missing: flickr30k_images)")
+    assert skipped["flickr30k"].startswith("place ") and f"at {tmp_path / 'flickr30k'}/" in skipped["flickr30k"]
+    assert config["datasets"]["retrieval"] == ["coco"] and "flickr30k" not in config["datasets"]["all"]
+    assert config["datasets"]["zeroshot"] == ["stl10", "imagenet", "pets"]  # url sources are never left out
+    unchanged = {"datasets": _paper_lists()}  # default fail: the plan keeps them (their acquisition reports)
+    assert placed.skip_missing_local(unchanged, DATASETS, tmp_path) == {} and unchanged["datasets"] == _paper_lists()
+
+
+def test_column_notes_mark_skipped_sets_and_other_prompts() -> None:
+    from structure_align.data import placed
+
+    config = {"datasets": _paper_lists(), "manifest": {"stl10": {"prompts": "simple"}, "pets": {"split": "test"}}}
+    notes = placed.column_notes(config, {"imagenet": "place X at resources/imagenet/"})
+    assert notes == {"imagenet": "not run: place X at resources/imagenet/",
+                     "stl10": "prompts: simple (the single template 'a photo of a {}'), not the released lists"}
