@@ -214,3 +214,22 @@ def test_paper_sources_are_pinned() -> None:
         assert all(d.checksum[1] for d in spec.downloads), name
     assert registry.SOURCES["imagenet"].client == "local"
     assert "image-net.org" in registry.SOURCES["imagenet"].package
+
+
+def test_per_source_url_override_fetches_there_and_keeps_checksums(url_source, tmp_path: Path) -> None:
+    """params downloads.urls moves one source (base URL or per file); the pins still decide what is accepted."""
+    server, spec = url_source
+    moved = f"{server.url}/toy-url"  # the files at a new base, not under <mirror>/<source>/
+    res = tmp_path / "resources"
+    dest = acquire("toy-url", res, downloads={"urls": {"toy-url": moved}}, progress=False)
+    assert (dest / "pkg/tree/a.txt").read_bytes() == b"alpha"
+    assert [p for p, _ in server.requests] == ["/toy-url/outer.zip", "/toy-url/notes.json"]
+    assert json.loads((dest / "SOURCE.json").read_text())["pin"] == spec.pin  # where from is not the pin
+    # a per-file URL beats the global mirror; a file served with other bytes is refused by its pin
+    (tmp_path / "www" / "elsewhere").mkdir()
+    (tmp_path / "www" / "elsewhere" / "outer.zip").write_bytes(b"not the published zip")
+    with pytest.raises(AcquireError, match=r"checksum mismatch: outer\.zip from http://.*/elsewhere/outer\.zip"):
+        acquire("toy-url", tmp_path / "other", mirror="http://127.0.0.1:9/none", force=True, progress=False,
+                downloads={"urls": {"toy-url": {"outer.zip": f"{server.url}/elsewhere/outer.zip"}}})
+    with pytest.raises(ValueError, match=r"downloads\.urls\.toy-url.*\['nope\.zip'\]"):
+        acquire("toy-url", res, downloads={"urls": {"toy-url": {"nope.zip": moved}}}, progress=False)

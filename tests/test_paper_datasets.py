@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import importlib.util
 import json
 import pickle
 import zipfile
@@ -19,9 +18,6 @@ from structure_align.data import DATASETS, acquire, build_manifest, dataset_text
 from structure_align.data.cifar import load_cifar_pickle
 from structure_align.data.flickr30k import load_flickr_csv
 from structure_align.data.imagenet import read_class_mapping
-
-HAS_CLIP_BENCHMARK = importlib.util.find_spec("clip_benchmark") is not None
-HAS_OPEN_CLIP = importlib.util.find_spec("open_clip") is not None
 
 
 def _jpeg(path: Path, color: tuple[int, int, int] = (10, 20, 30)) -> Path:
@@ -241,10 +237,12 @@ def test_cifar10(tmp_path: Path) -> None:
     img = np.asarray(Image.open(df["image_path"][4]))
     assert img.shape == (32, 32, 3)
     assert tuple(img[1, 2]) == (34, 7, 4)  # R = row*32+col, G = 7, B = image index
-    if HAS_CLIP_BENCHMARK:
-        assert len(info.templates) == 18 and info.templates[0] == "a photo of a {}."
-    else:
-        assert info.templates == ["a photo of a {}."] and info.counts["templates_source"].startswith("fallback")
+    # the released 18 templates, always (package data, no optional package)
+    assert len(info.templates) == 18 and info.templates[0] == "a photo of a {}." and info.counts["prompts"] == "released"
+    _, simple = _build("cifar10", tmp_path, tmp_path / "img3", prompts="simple")
+    assert simple.templates == ["a photo of a {}"] and simple.classnames == info.classnames
+    with pytest.raises(ValueError, match=r"prompts='clip' is not one of"):
+        _build("cifar10", tmp_path, tmp_path / "img3", prompts="clip")
     sub, _ = _build("cifar10", tmp_path, tmp_path / "img2", limit=3, seed=1)
     assert sorted(sub["label"].tolist()) == [0, 1, 2]
 
@@ -284,8 +282,7 @@ def test_stl10_binaries(tmp_path: Path) -> None:
     assert df["label"].tolist() == [0, 2, 1, 2]
     for i in range(4):
         assert np.array_equal(np.asarray(Image.open(df["image_path"][i])), images[i])
-    if HAS_CLIP_BENCHMARK:
-        assert info.templates == ["a photo of a {}.", "a photo of the {}."]
+    assert info.templates == ["a photo of a {}.", "a photo of the {}."]
     (base / "test_y.bin").write_bytes(bytes([1, 2]))
     with pytest.raises(ValueError, match="2 labels for 4 images"):
         _build("stl10", tmp_path, tmp_path / "img")
@@ -296,16 +293,17 @@ def test_stl10_binaries(tmp_path: Path) -> None:
 
 # -- ImageNet (ImageFolder tree) -------------------------------------------------------------------------------------
 
-@pytest.mark.skipif(not HAS_OPEN_CLIP, reason="open_clip provides the ImageNet class names and templates")
 def test_imagenet_tree_with_mapping_files(tmp_path: Path) -> None:
     tree = tmp_path / "imagenet" / "val"
     for cls, n in (("n002", 2), ("n001", 3)):
         for k in range(n):
             _jpeg(tree / cls / f"img{k}.JPEG", (k * 40, 0, 0))
     (tree / "n001" / "notes.txt").write_text("not an image")
-    df, info = _build("imagenet", tmp_path, tmp_path / "img", templates=["art of a {}."])
+    with pytest.raises(ValueError, match=r"\['n001', 'n002'\] .* are not ImageNet-1k wnids"):
+        _build("imagenet", tmp_path, tmp_path / "img")  # no released name for them: refused, not guessed
+    df, info = _build("imagenet", tmp_path, tmp_path / "img", templates=["art of a {}."], prompts="fallback")
     assert info.classnames == ["n001", "n002"] and df["label"].tolist() == [0, 0, 0, 1, 1]
-    assert info.counts["classnames_source"] == "folder names"  # 2 folders: the 1000 CLIP names do not apply
+    assert info.counts["classnames_source"] == "files"
     assert df["sample_id"][0] == "n001/img0.JPEG" and info.templates == ["art of a {}."]
     assert df["image_path"][0] == str(tree / "n001" / "img0.JPEG")  # used in place
     (tmp_path / "imagenet" / "map.txt").write_text("n001 tench, Tinca tinca\nn002 goldfish, Carassius auratus\n")
@@ -315,11 +313,10 @@ def test_imagenet_tree_with_mapping_files(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no class name for folder"):
         _build("imagenet", tmp_path, tmp_path / "img", classnames_file="map.json")
     assert read_class_mapping(tmp_path / "imagenet" / "map.txt", ["n002"]) == ["goldfish"]
-    sub, _ = _build("imagenet", tmp_path, tmp_path / "img", limit=2, seed=0)
+    sub, _ = _build("imagenet", tmp_path, tmp_path / "img", limit=2, seed=0, prompts="fallback")
     assert sorted(sub["label"].tolist()) == [0, 1]
 
 
-@pytest.mark.skipif(not HAS_OPEN_CLIP, reason="open_clip provides the ImageNet class names and templates")
 def test_imagenet_uses_clip_names_and_openai_templates(tmp_path: Path) -> None:
     val = tmp_path / "imagenet" / "val"
     for k in range(1000):

@@ -79,7 +79,7 @@ def resources(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize(("name", "options", "rows", "classes"), [
     ("mnist", {}, 12, 10), ("dtd", {}, 6, 3), ("dtd", {"split": "train"}, 6, 3), ("flowers102", {}, 5, 102),
-    ("flowers102", {"split": "train"}, 2, 102), ("country211", {}, 9, 3)])
+    ("flowers102", {"split": "train"}, 2, 102), ("country211", {"prompts": "fallback"}, 9, 3)])
 def test_manifest_from_published_format(resources: Path, tmp_path: Path, name: str, options: dict, rows: int,
                                         classes: int) -> None:
     parquet, info = build_manifest(name, resources, tmp_path / "m", tmp_path / "img", **options)
@@ -101,11 +101,15 @@ def test_labels_and_names_follow_the_files(resources: Path, tmp_path: Path) -> N
     assert dict(zip(df["sample_id"], df["label"])) == {"image_00002": 0, "image_00004": 1, "image_00006": 2,
                                                         "image_00007": 101, "image_00008": 101}
     _, dtd = build_manifest("dtd", resources, tmp_path / "m", tmp_path / "img")
-    if dtd.counts["classnames_source"] == "folder names":
-        assert dtd.classnames == ["banded", "blotchy", "zigzagged"]
-    _, country = build_manifest("country211", resources, tmp_path / "m", tmp_path / "img")
-    if country.counts["classnames_source"].startswith("folder names"):
-        assert country.classnames == ["AD", "AE", "ZW"]
+    assert dtd.classnames == ["banded", "blotchy", "zigzagged"] and len(dtd.templates) == 8
+    _, mnist = build_manifest("mnist", resources, tmp_path / "m", tmp_path / "img")
+    assert mnist.classnames[:3] == ["doughnut", "linear", "2"] and mnist.templates == ["{}"]  # as released
+    # 3 of the 211 country folders: the released names cannot be matched to them, so the default refuses
+    with pytest.raises(ValueError, match=r"country211: .* has 3 class folders, the released list names 211"):
+        build_manifest("country211", resources, tmp_path / "m", tmp_path / "img")
+    _, country = build_manifest("country211", resources, tmp_path / "m", tmp_path / "img", prompts="fallback")
+    assert country.classnames == ["AD", "AE", "ZW"] and country.templates == ["a photo of a {}."]
+    assert country.counts["prompts"] == "fallback" and country.counts["classnames_source"] == "files"
 
 
 def test_errors_name_the_file(resources: Path, tmp_path: Path) -> None:

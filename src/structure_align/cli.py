@@ -38,7 +38,10 @@ def cmd_acquire(args: argparse.Namespace) -> None:
     """Fetch one pinned source into ``resources/<source>/``."""
     from .data import acquire
 
-    acquire(args.source, args.resources_dir, mirror=args.mirror or None, downloads=args.downloads)
+    downloads = dict(args.downloads or {})
+    if args.urls:
+        downloads["urls"] = args.urls
+    acquire(args.source, args.resources_dir, mirror=args.mirror or None, downloads=downloads)
 
 
 def cmd_manifest(args: argparse.Namespace) -> None:
@@ -120,7 +123,7 @@ def cmd_paper_table(args: argparse.Namespace) -> None:
     """Our main table and reference rows beside the paper's numbers, with the differences."""
     from .reference import write_paper_table
 
-    write_paper_table(args.main, args.references or [], args.paper, args.out_csv, args.out_md)
+    write_paper_table(args.main, args.references or [], args.paper, args.out_csv, args.out_md, notes=args.notes)
 
 
 def cmd_heatmap(args: argparse.Namespace) -> None:
@@ -167,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add(sub, "acquire", cmd_acquire, ("--source", _REQ), ("--resources-dir", _REQ),
          ("--mirror", {"default": "", "help": "fetch url sources from <mirror>/<source>/<file> ('' = published)"}),
-         ("--downloads", {"type": _json, "default": None, "help": "params downloads block as JSON (overrides)"}))
+         ("--downloads", {"type": _json, "default": None, "help": "params downloads block as JSON (overrides)"}),
+         ("--urls", {"type": _json, "default": None, "help": "params downloads.urls as JSON (per-source locations)"}))
     _add(sub, "manifest", cmd_manifest, ("--dataset", _REQ), ("--resources-dir", _REQ), ("--images-dir", _REQ),
          _CONFIG, ("--out", _REQ))
     _add(sub, "extract", cmd_extract, ("--manifest", _REQ), ("--encoder", _REQ), ("--out", _REQ), _CONFIG, _DEVICE,
@@ -180,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add(sub, "evaluate-reference", cmd_evaluate_reference, ("--datasets", {"type": _json, "required": True}),
          _CONFIG, ("--out", _REQ), ("--label", _REQ), ("--vision", _REQ), ("--text", _REQ), _DEVICE, _THREADS)
     _add(sub, "paper-table", cmd_paper_table, ("--main", _REQ), ("--references", {"nargs": "*", "default": []}),
-         ("--paper", _REQ), ("--out-csv", _REQ), ("--out-md", _REQ))
+         ("--paper", _REQ), ("--out-csv", _REQ), ("--out-md", _REQ),
+         ("--notes", {"type": _json, "default": None, "help": "{dataset: note} of columns not run or run otherwise"}))
     _add(sub, "heatmap", cmd_heatmap, ("--scores", _REQ), ("--choice", _REQ), ("--png", _REQ), ("--pdf", _REQ))
     _add(sub, "aggregate", cmd_aggregate, ("--metrics", _MANY), ("--results-dir", _REQ), _CONFIG)
     _add(sub, "analysis", cmd_analysis, ("--target", _REQ), ("--inputs", _MANY), ("--results-dir", _REQ), _CONFIG)

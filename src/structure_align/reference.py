@@ -160,23 +160,46 @@ def _num(value: float, signed: bool = False) -> str:
     return f"{value:+.1f}" if signed else f"{value:.1f}"
 
 
+def column_note(column: str, notes: Mapping[str, str]) -> str:
+    """The note of the dataset a table column (``"<dataset> <metric>"``) belongs to, or ``""``."""
+    return notes.get(column.split(" ", 1)[0], "")
+
+
+def _cell(row: Any) -> str:
+    """``ours / paper (ours - paper)``; a column not run shows "not run" in place of ours."""
+    note = getattr(row, "note", "") or ""
+    if note.startswith("not run") and not math.isfinite(row.ours):
+        return f"not run / {_num(row.paper)}"
+    return f"{_num(row.ours)} / {_num(row.paper)} ({_num(row.diff, True)})"
+
+
 def paper_markdown(long: pd.DataFrame) -> str:
-    """Markdown: one row per (encoders, method), each column ``ours / paper (ours - paper)``."""
+    """Markdown: one row per (encoders, method), each column ``ours / paper (ours - paper)``; the columns' notes
+    (not run, other prompts) are listed under the table."""
     columns = list(dict.fromkeys(long["column"]))
     lines = ["| Encoders | Method | paper row | " + " | ".join(columns) + " |",
              "|---|---|---|" + "---:|" * len(columns)]
     for (enc, method, pm), grp in long.groupby(["encoders", "method", "paper_method"], sort=False):
         by_col = {r.column: r for r in grp.itertuples()}
-        cells = [f"{_num(by_col[c].ours)} / {_num(by_col[c].paper)} ({_num(by_col[c].diff, True)})" for c in columns]
+        cells = [_cell(by_col[c]) for c in columns]
         lines.append(f"| {enc} | {method} | {pm or 'n/a'} | " + " | ".join(cells) + " |")
     note = ("\nCells: ours / paper (ours - paper), in %. Ours = mean over seeds at the largest training size; "
             "paper = the published main table (docs/paper-profile.md).\n")
+    if "note" in long.columns:
+        noted = long[long["note"].fillna("") != ""].drop_duplicates("column")
+        note += "".join(f"\n- {r.column}: {r.note}" for r in noted.itertuples())
+        note += "\n" if len(noted) else ""
     return "\n".join(lines) + "\n" + note
 
 
 def write_paper_table(main_csv: str | os.PathLike, references: Sequence[str | os.PathLike],
-                      paper_csv: str | os.PathLike, out_csv: str | os.PathLike, out_md: str | os.PathLike) -> None:
-    """Read the main table, the reference metrics and the paper's numbers; write the long CSV and the markdown."""
+                      paper_csv: str | os.PathLike, out_csv: str | os.PathLike, out_md: str | os.PathLike, *,
+                      notes: Mapping[str, str] | None = None) -> None:
+    """Read the main table, the reference metrics and the paper's numbers; write the long CSV and the markdown.
+
+    ``notes`` (``{dataset: note}``, data/placed.py ``column_notes``) fill a ``note`` column of the CSV and the lines
+    under the markdown table; without notes both files are as before.
+    """
     main = pd.read_csv(main_csv)
     paper = pd.read_csv(paper_csv)
     metrics = [c for c in paper.columns if c not in ("method", *KEY_COLUMNS)]
@@ -185,5 +208,7 @@ def write_paper_table(main_csv: str | os.PathLike, references: Sequence[str | os
         log.warning("paper columns %s are not in %s (dataset not evaluated): shown as n/a", missing, main_csv)
         main = main.assign(**{c: math.nan for c in missing})
     long = paper_table(main, reference_table_rows(references, metrics), paper)
+    if notes:
+        long["note"] = [column_note(c, notes) for c in long["column"]]
     write_text_atomic(out_csv, long.to_csv(index=False, float_format="%.4f"))
     write_text_atomic(out_md, paper_markdown(long))

@@ -118,7 +118,8 @@ def lr_find(aligner: HeadAligner, x: torch.Tensor, y: torch.Tensor, cfg: TrainCo
     quirk: the finder runs before any warm-up step). It stops early when the loss is non-finite or exceeds
     ``diverge`` × the best loss. Losses are smoothed as released (``s_i = smoothing·s_{i-1} + (1-smoothing)·l_i``);
     the steepest point is the argmin of ds/dlog10(lr) over indices 1 .. min(argmin s, len-1) - 1. When that range
-    is empty, ``cfg.lr`` is returned (the released fallback). ``x``, ``y`` must already be on the heads' device.
+    is empty, ``cfg.lr`` is returned (the released code would take ``lrs[max(0, argmin - 1)] / 5`` there, in effect
+    its floor, docs/method.md §11). ``x``, ``y`` must already be on the heads' device.
     """
     if num_iters < 3 or not 0 < start_lr < end_lr:
         raise ValueError(f"lr_find: need num_iters >= 3 and 0 < start_lr < end_lr, got {num_iters}, {start_lr}, "
@@ -167,9 +168,11 @@ def lr_find(aligner: HeadAligner, x: torch.Tensor, y: torch.Tensor, cfg: TrainCo
 @torch.no_grad()
 def _mean_loss(aligner: HeadAligner, x: torch.Tensor, y: torch.Tensor, lam: float,
                cfg: TrainConfig) -> tuple[float, dict[str, float]]:
-    """Mean over sequential batches of the loss with the given λ (validation, §6.6); eval mode (no dropout)."""
+    """Mean over sequential batches of the loss with the given λ (validation, §6.6); eval mode (no dropout).
+
+    Batches are weighted by their rows, as the released ``MeanMetric.update(loss, weight=batch size)`` (§11)."""
     aligner.eval()
-    totals, parts = [], []
+    totals, parts, sizes = [], [], []
     for start in range(0, x.shape[0], cfg.batch_size):
         xb, yb = x[start:start + cfg.batch_size], y[start:start + cfg.batch_size]
         if xb.shape[0] < 2:
@@ -177,16 +180,24 @@ def _mean_loss(aligner: HeadAligner, x: torch.Tensor, y: torch.Tensor, lam: floa
         loss, p = _batch_loss(aligner, xb, yb, lam, cfg)
         totals.append(float(loss))
         parts.append(p)
+        sizes.append(int(xb.shape[0]))
     aligner.train()
     if not totals:
         raise ValueError("train_heads: the validation set needs at least 2 rows")
-    return float(np.mean(totals)), _mean_parts(parts)
+    if len(set(sizes)) == 1:  # equal batches: the plain mean (the same number, computed as before)
+        return float(np.mean(totals)), _mean_parts(parts)
+    return float(np.average(totals, weights=sizes)), _mean_parts(parts, sizes)
 
 
-def _mean_parts(parts: list[dict[str, float]]) -> dict[str, float | None]:
-    """Mean of the clip / rs parts over batches; ``rs`` is None when it was never computed (λ = 0)."""
-    rs = [p["rs"] for p in parts if "rs" in p]
-    return {"clip": float(np.mean([p["clip"] for p in parts])), "rs": float(np.mean(rs)) if rs else None}
+def _mean_parts(parts: list[dict[str, float]], weights: list[int] | None = None) -> dict[str, float | None]:
+    """Mean of the clip / rs parts over batches (weighted by ``weights`` when given); ``rs`` is None when it was
+    never computed (λ = 0)."""
+    if weights is None:
+        rs = [p["rs"] for p in parts if "rs" in p]
+        return {"clip": float(np.mean([p["clip"] for p in parts])), "rs": float(np.mean(rs)) if rs else None}
+    rs_w = [(p["rs"], w) for p, w in zip(parts, weights) if "rs" in p]
+    return {"clip": float(np.average([p["clip"] for p in parts], weights=weights)),
+            "rs": float(np.average([r for r, _ in rs_w], weights=[w for _, w in rs_w])) if rs_w else None}
 
 
 def _train_csa(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, device: torch.device,

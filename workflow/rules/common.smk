@@ -2,6 +2,7 @@
 # package: the run-path grammar and its wildcard constraints (structure_align.runs), the head list (heads.HEADS),
 # dataset sources (structure_align.data), what aggregation writes (report.output_files).
 import json
+import sys
 from pathlib import Path
 
 from snakemake.io import report as mark_report
@@ -9,6 +10,7 @@ from snakemake.io import report as mark_report
 from structure_align import config as params_mod, report, runs
 from structure_align.data import SOURCES
 from structure_align.data.acquire import pinned_spec
+from structure_align.data import placed, prompts as released_prompts
 
 # clear, key-naming errors before anything is planned
 params_mod.check_params(config)
@@ -16,6 +18,10 @@ params_mod.check_params(config)
 RESULTS = config["results_dir"]
 SRC = "src/structure_align"
 DATASETS = params_mod.dataset_specs(config)
+# paper.missing_local: skip leaves unplaced hand-placed evaluation sets out of the plan (the paper table says so)
+NOT_PLACED = placed.skip_missing_local(config, DATASETS, "resources")
+for _dataset, _note in NOT_PLACED.items():
+    print(f"paper.missing_local: skip: {_dataset} is not run: {_note}", file=sys.stderr)
 USER_DATASETS = config.get("user_datasets") or {}
 GROUP = runs.group_pattern(RESULTS)
 SEEDS = [int(s) for s in config["training"]["seeds"]]

@@ -15,12 +15,14 @@ rule acquire:
     retries: 2
     resources:
         mirror=DOWNLOADS.get("mirror") or "",
+        # per-source locations (downloads.urls): like the mirror, where the pinned bytes come from is no rerun cause
+        urls=json.dumps(DOWNLOADS.get("urls") or {}, sort_keys=True),
     params:
         pin=source_pin,
         downloads=source_downloads,
     shell:
         "python -m structure_align acquire --source {wildcards.source} --resources-dir resources "
-        "--mirror={resources.mirror:q} --downloads {params.downloads:q} > {log} 2>&1"
+        "--mirror={resources.mirror:q} --urls {resources.urls:q} --downloads {params.downloads:q} > {log} 2>&1"
 
 
 rule manifest:
@@ -35,6 +37,8 @@ rule manifest:
     params:
         config=manifest_config,
         images=f"{RESULTS}/images",
+        # the released class names / templates (package data) of a paper zero-shot set: a changed list rebuilds it
+        prompts=lambda wc: released_prompts.rule_token(wc.dataset),
     shell:
         "python -m structure_align manifest --dataset {wildcards.dataset} --resources-dir resources "
         "--images-dir {params.images} --config {params.config:q} --out {output.parquet} > {log} 2>&1"

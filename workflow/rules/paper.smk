@@ -39,9 +39,12 @@ rule paper_table:
         md=f"{RESULTS}/tables/paper.md",
     log:
         f"{RESULTS}/logs/paper_table.log",
+    params:
+        # columns not run (paper.missing_local: skip) or run with other than the released prompts
+        notes=json.dumps(placed.column_notes(config, NOT_PLACED), sort_keys=True),
     shell:
         "python -m structure_align paper-table --main {input.main} --references {input.references} "
-        "--paper {input.paper} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        "--paper {input.paper} --notes {params.notes:q} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
 
 
 rule paper:

@@ -8,15 +8,11 @@ it is called directly. Every builder checks the files it needs first and raises 
 missing file. User datasets of the generic kinds (``imagefolder``, ``captions``) share the row format and the
 file checks.
 
-Zero-shot prompt templates follow CLIP-benchmark (used by the released code through ``DATASETS_TO_TEMPLATES``): they
-are read at run time from the installed ``clip_benchmark`` package data (18 for CIFAR-10/100, 2 for STL10). When
-``clip_benchmark`` is not installed the single template "a photo of a {}." is used (what the released code falls
-back to) and ``counts["templates_source"]`` says so.
+Zero-shot class names and prompt templates are the released lists, installed as package data (data/prompts.py).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -67,33 +63,6 @@ def check_split(split: str, allowed: Sequence[str], source: str) -> None:
     """``ValueError`` unless ``split`` is one of ``allowed``."""
     if split not in allowed:
         raise ValueError(f"{source}: option split={split!r} is not one of {list(allowed)}")
-
-
-def clip_benchmark_templates(dataset: str) -> tuple[list[str], str]:
-    """CLIP-benchmark's English zero-shot templates for ``dataset`` as ``{}`` format strings, and where they came
-    from; falls back to :data:`FALLBACK_TEMPLATES` when the package data is not installed."""
-    try:
-        from importlib.resources import files
-
-        data = files("clip_benchmark.datasets").joinpath("en_zeroshot_classification_templates.json").read_text()
-        templates = json.loads(data)[dataset]
-        return [t.replace("{c}", "{}") for t in templates], f"clip_benchmark:{dataset}"
-    except (ModuleNotFoundError, FileNotFoundError, KeyError) as exc:
-        log.warning("clip_benchmark templates for %s unavailable (%s); using %s", dataset, exc, FALLBACK_TEMPLATES)
-        return list(FALLBACK_TEMPLATES), "fallback: a photo of a {}."
-
-
-def clip_benchmark_classnames(dataset: str) -> list[str] | None:
-    """CLIP-benchmark's English class names for ``dataset`` (``en_classnames.json``), or None when the package data
-    is not installed (the builder then derives names from the files and records that in its counts)."""
-    try:
-        from importlib.resources import files
-
-        data = files("clip_benchmark.datasets").joinpath("en_classnames.json").read_text()
-        return [str(c) for c in json.loads(data)[dataset]]
-    except (ModuleNotFoundError, FileNotFoundError, KeyError) as exc:
-        log.warning("clip_benchmark class names for %s unavailable (%s); deriving them from the files", dataset, exc)
-        return None
 
 
 def manifest_row(sample_id: str, image_path: Path, captions: list[str], label: int, split: str, source: str) -> dict:

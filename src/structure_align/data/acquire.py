@@ -229,6 +229,32 @@ def pinned_spec(source_name: str, downloads: Mapping[str, Any] | None = None) ->
     return dataclasses.replace(spec, downloads=tuple(new[d.file] for d in spec.downloads))
 
 
+def _with_urls(spec: SourceSpec, urls: Mapping[str, str]) -> SourceSpec:
+    """``spec`` with the URLs of :func:`source_urls`, for fetching only: the pin (``SOURCE.json``) keeps the
+    published URLs, so moving a source does not redo an acquisition of the same bytes."""
+    return dataclasses.replace(spec, downloads=tuple(dataclasses.replace(d, url=urls.get(d.file, d.url))
+                                                     for d in spec.downloads))
+
+
+def source_urls(source_name: str, downloads: Mapping[str, Any] | None) -> dict[str, str]:
+    """``{file: url}`` of params ``downloads.urls.<source>`` (docs/paper-profile.md "Downloads"): a string is a base
+    URL serving ``<base>/<file>`` for every file of the source, a mapping names the URL of single files. A moved
+    publisher needs no code edit; the checksums stay the pinned ones. Unknown files raise ``ValueError``."""
+    entry = ((downloads or {}).get("urls") or {}).get(source_name)
+    if not entry:
+        return {}
+    files = [d.file for d in get_source(source_name).downloads]
+    if not files:
+        raise ValueError(f"params key 'downloads.urls.{source_name}': source {source_name!r} is not a url source")
+    if isinstance(entry, str):
+        return {f: f"{entry.rstrip('/')}/{f}" for f in files}
+    unknown = sorted(set(entry) - set(files))
+    if unknown:
+        raise ValueError(f"params key 'downloads.urls.{source_name}': source {source_name!r} has no download(s) "
+                         f"{unknown}; its files: {sorted(files)}")
+    return {str(f): str(u) for f, u in entry.items()}
+
+
 def _fetch_url(spec: SourceSpec, resources: Path, mirror: str | None, progress: bool) -> list[Path]:
     """Every download of a url source, verified, in ``resources/.downloads/<source>/``."""
     cache = resources / DOWNLOADS_DIR / spec.name
@@ -246,9 +272,13 @@ def acquire(source_name: str, resources_dir: str | os.PathLike = "resources", *,
     A missing client, a failed fetch, a checksum mismatch or a missing expected file raise :class:`AcquireError`
     and leave any previous acquisition untouched. ``mirror`` (url sources only) fetches ``<mirror>/<source>/<file>``
     instead of the published URLs; the checksums are the same. ``downloads`` is params ``downloads`` (its
-    ``overrides`` re-pin files, see :func:`pinned_spec`).
+    ``overrides`` re-pin files, see :func:`pinned_spec`; its ``urls`` move single sources, see :func:`source_urls`,
+    and take precedence over ``mirror`` for those sources).
     """
     spec = pinned_spec(source_name, downloads)
+    urls = source_urls(source_name, downloads)
+    if urls:  # an explicit per-source location wins over the global mirror
+        mirror = None
     resources = Path(resources_dir)
     dest = resources / spec.name
     if spec.client == "local":
@@ -264,7 +294,7 @@ def acquire(source_name: str, resources_dir: str | os.PathLike = "resources", *,
         unpacked = tmp / "unpacked"
         unpacked.mkdir()
         if spec.client == "url":
-            archives = _fetch_url(spec, resources, mirror, progress)
+            archives = _fetch_url(_with_urls(spec, urls), resources, mirror, progress)
             for d, path in zip(spec.downloads, archives):
                 _unpack_download(d, path, unpacked)
             archive, digest = archives[0], "+".join(d.checksum[1][:12] for d in spec.downloads)

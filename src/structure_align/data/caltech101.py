@@ -3,10 +3,11 @@
 ``caltech-101.zip`` (CaltechDATA record mzrjq-6wc02, md5 as published there and used by torchvision) holds
 ``caltech-101/101_ObjectCategories.tar.gz``, which is unpacked in turn: ``resources/caltech101/caltech-101/
 101_ObjectCategories/<class>/image_NNNN.jpg``. Classes are the sorted folders, ``BACKGROUND_Google`` included (as in
-CLIP-benchmark, whose 102 class names are used when the package data is installed; otherwise the folder names).
-There is no official split: as in the released evaluation, a seeded ``train_per_class`` images per class are held
-out as ``train`` and the rest is ``test`` (the released code's own draw is not public, so the exact images differ).
-Images are used in place.
+the released evaluation, whose 102 class names (data/prompts.py) name the sorted folders in order).
+There is no official split; the released one is reproduced exactly (:func:`caltech_split`): over the ImageFolder
+order of ``101_ObjectCategories`` (sorted class folders, sorted file names), ``train_per_class`` (30) images per
+class drawn with ``np.random.seed(42)`` set before each class are ``train``, the rest is ``test``. Images are used
+in place.
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ import pandas as pd
 from ._local import (
     LOCAL_VERSION,
     check_split,
-    clip_benchmark_classnames,
-    clip_benchmark_templates,
     dataset_root,
     manifest_row,
     require,
 )
 from .helpers import stratified_subset
 from .imagefolder import image_files, require_class_folders
+from .prompts import names_positional, zeroshot_prompts
 from .registry import DatasetInfo, Download, SourceSpec, register_dataset, register_source
 
 SOURCE = "caltech101"
@@ -41,28 +41,33 @@ register_source(SourceSpec(
 
 
 def caltech_split(labels: np.ndarray, train_per_class: int, seed: int) -> np.ndarray:
-    """``train``/``test`` per image: ``train_per_class`` seeded images of every class are ``train``."""
-    rng = np.random.default_rng(seed)
+    """``train``/``test`` per image, the released draw (``data_utils.py``, Caltech101): for every class in sorted label
+    order the legacy generator is reseeded with ``seed`` and ``choice(indices of the class, train_per_class,
+    replace=False)`` picks the ``train`` images. ``labels`` must be in ImageFolder order (sorted class folders, sorted
+    files) for the indices to be the released ones. A class with at most ``train_per_class`` images is all ``train``
+    (the released call would raise there; the real classes all have more than 30)."""
     split = np.full(len(labels), "test", dtype=object)
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
-        split[rng.permutation(idx)[:train_per_class]] = "train"
+        if len(idx) <= train_per_class:
+            split[idx] = "train"
+            continue
+        # RandomState(seed) is the state np.random.seed(seed) sets, without touching the global generator
+        split[np.random.RandomState(seed).choice(idx, size=train_per_class, replace=False)] = "train"
     return split
 
 
 def build_caltech101(root: Path, *, split: str = "test", train_per_class: int = 30, split_seed: int = 42,
-                     background: bool = True, limit: int | None = None,
-                     seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
+                     background: bool = True, limit: int | None = None, seed: int = 0,
+                     prompts: str = "released") -> tuple[pd.DataFrame, DatasetInfo]:
     """Caltech101 rows of ``split`` (seeded per-class hold-out, module docstring)."""
     check_split(split, ["test", "train"], SOURCE)
     tree = require(root / "caltech-101" / "101_ObjectCategories", SOURCE, "the unpacked 101_ObjectCategories tree")
     folders = [f for f in require_class_folders(tree, SOURCE) if background or f != BACKGROUND]
-    names = clip_benchmark_classnames("caltech101")
-    if names is not None and not background:
-        names = names[1:]  # CLIP-benchmark's list starts with the background class
-    names_from = "clip_benchmark"
-    if names is None or len(names) != len(folders):
-        names, names_from = [f.replace("_", " ") for f in folders], "folder names"
+    # the released list starts with the background class
+    names, templates, text_counts = zeroshot_prompts(
+        SOURCE, prompts, lambda: names_positional(SOURCE, len(folders), str(tree), skip=int(not background)),
+        [f.replace("_", " ") for f in folders])
     paths, labels = [], []
     for label, folder in enumerate(folders):
         files = image_files(tree / folder)
@@ -79,9 +84,8 @@ def build_caltech101(root: Path, *, split: str = "test", train_per_class: int = 
     keep = chosen[stratified_subset(label_arr[chosen], limit, seed)]
     rows = [manifest_row(paths[i].relative_to(tree).as_posix(), paths[i], [], label_arr[i], split, SOURCE)
             for i in keep]
-    templates, tsource = clip_benchmark_templates("caltech101")
     counts = {"images": len(paths), "classes": len(folders), f"{split}_images": len(chosen), "rows": len(rows),
-              "classnames_source": names_from, "templates_source": tsource}
+              **text_counts}
     info = DatasetInfo(name="caltech101", task="zeroshot", classnames=list(names), templates=templates, source=SOURCE,
                        version=LOCAL_VERSION, counts=counts,
                        description=f"Caltech101 {split} images ({train_per_class} per class held out as train)")
@@ -90,9 +94,10 @@ def build_caltech101(root: Path, *, split: str = "test", train_per_class: int = 
 
 @register_dataset("caltech101", sources=SOURCE, task="zeroshot", description="Caltech101 (CaltechDATA archive)",
                   options={"root": None, "split": "test", "train_per_class": 30, "split_seed": 42,
-                           "background": True})
+                           "background": True, "prompts": "released"})
 def _build_caltech101_ds(resources_dir: Path, images_dir: Path, *, root: str | None = None, split: str = "test",
                          train_per_class: int = 30, split_seed: int = 42, background: bool = True,
-                         limit: int | None = None, seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
+                         prompts: str = "released", limit: int | None = None,
+                         seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
     return build_caltech101(dataset_root(resources_dir, SOURCE, root), split=split, train_per_class=train_per_class,
-                            split_seed=split_seed, background=background, limit=limit, seed=seed)
+                            split_seed=split_seed, background=background, limit=limit, seed=seed, prompts=prompts)

@@ -1,8 +1,8 @@
 """CIFAR-10 / CIFAR-100 zero-shot sets from the official python batches (docs/method.md §7; docs/datasets.md).
 
 ``resources/cifar10/cifar-10-batches-py/`` or ``resources/cifar100/cifar-100-python/`` as unpacked from the official
-``.tar.gz`` (a ``url`` source pinned by the md5 the authors publish on their page). Images are written as 32x32 PNG, class names come from the meta file (underscores become spaces) and the
-templates from CLIP-benchmark. The batches are Python pickles by format; they are read with a restricted unpickler
+``.tar.gz`` (a ``url`` source pinned by the md5 the authors publish on their page). Images are written as 32x32
+PNG; class names and templates are the released lists by label index (data/prompts.py). The batches are Python pickles by format; they are read with a restricted unpickler
 that only resolves the numpy array reconstruction helpers, so a tampered file cannot run code. Use only the official
 archives.
 """
@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._local import LOCAL_VERSION, array_image_rows, check_split, clip_benchmark_templates, dataset_root, require
+from ._local import LOCAL_VERSION, array_image_rows, check_split, dataset_root, require
 from .helpers import stratified_subset
+from .prompts import names_by_index, zeroshot_prompts
 from .registry import DatasetInfo, Download, SourceSpec, register_dataset, register_source
 
 _TORONTO = "https://www.cs.toronto.edu/~kriz"
@@ -91,24 +92,25 @@ def _load_batches(batches: Sequence[Path], label_key: str) -> tuple[np.ndarray, 
 
 
 def build_cifar(root: Path, images_dir: Path, *, name: str, split: str = "test", limit: int | None = None,
-                seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
-    """CIFAR-10/100 from the official python batches; images written as 32x32 PNG, class names from the meta file
-    (underscores become spaces), CLIP-benchmark templates."""
+                seed: int = 0, prompts: str = "released") -> tuple[pd.DataFrame, DatasetInfo]:
+    """CIFAR-10/100 from the official python batches; images written as 32x32 PNG; the released class names and
+    templates by label index (data/prompts.py; ``prompts: fallback``: the meta file's names, ``_`` as spaces)."""
     layout = CIFAR_LAYOUT[name]
     check_split(split, list(layout["files"]), name)
     base = require(root / layout["dir"], name, "folder of the official python version")
     meta = load_cifar_pickle(require(base / layout["meta"], name, "class names"))
     if layout["names"] not in meta:
         raise ValueError(f"{base / layout['meta']}: key {layout['names']!r} is missing")
-    classnames = [c.replace("_", " ") for c in _decode_names(meta[layout["names"]])]
+    file_names = [c.replace("_", " ") for c in _decode_names(meta[layout["names"]])]
+    classnames, templates, text_counts = zeroshot_prompts(
+        name, prompts, lambda: names_by_index(name, len(file_names), str(base / layout["meta"])), file_names)
     batches = [require(base / f, name, f"{split} batch") for f in layout["files"][split]]
     images, label_arr = _load_batches(batches, layout["labels"])
     if label_arr.min() < 0 or label_arr.max() >= len(classnames):
         raise ValueError(f"{name}: labels span [{label_arr.min()}, {label_arr.max()}], {len(classnames)} classes")
     keep = stratified_subset(label_arr, limit, seed)
     rows = array_image_rows(images, label_arr, keep, images_dir, split, name)
-    templates, tsource = clip_benchmark_templates(name)
-    counts = {f"{split}_images": len(images), "rows": len(rows), "templates_source": tsource}
+    counts = {f"{split}_images": len(images), "rows": len(rows), **text_counts}
     info = DatasetInfo(name=name, task="zeroshot", classnames=classnames, templates=templates, source=name,
                        version=LOCAL_VERSION, counts=counts,
                        description=f"{name.upper()} {split} set from the official python batches")
@@ -117,11 +119,11 @@ def build_cifar(root: Path, images_dir: Path, *, name: str, split: str = "test",
 
 def _cifar_builder(name: str):
     @register_dataset(name, sources=name, task="zeroshot", description=f"{name.upper()} (official python batches)",
-                      options={"root": None, "split": "test"})
+                      options={"root": None, "split": "test", "prompts": "released"})
     def _build(resources_dir: Path, images_dir: Path, *, root: str | None = None, split: str = "test",
-               limit: int | None = None, seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
+               prompts: str = "released", limit: int | None = None, seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
         return build_cifar(dataset_root(resources_dir, name, root), Path(images_dir), name=name, split=split,
-                           limit=limit, seed=seed)
+                           limit=limit, seed=seed, prompts=prompts)
 
     _build.__qualname__ = _build.__name__ = f"_build_{name}_ds"
     return _build

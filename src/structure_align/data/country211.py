@@ -3,8 +3,8 @@
 ``country211.tgz`` (about 11 GB) from openaipublic, pinned by the md5 of torchvision's
 ``torchvision/datasets/country211.py`` (``Country211._MD5``), unpacks to ``resources/country211/country211/
 {train,valid,test}/<ISO 3166 code>/<image>.jpg``: 211 countries, 100 test images each. The split folder is read by
-the shared ImageFolder builder; classes are the sorted codes, named by CLIP-benchmark (country names) when
-installed, else by the codes. Images are used in place.
+the shared ImageFolder builder; classes are the sorted codes, named in order by the released list of 211 country
+names (data/prompts.py; ``prompts: fallback``: the codes). Images are used in place.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._local import check_split, clip_benchmark_classnames, clip_benchmark_templates, dataset_root, require
+from ._local import check_split, dataset_root, require
 from .imagefolder import build_imagefolder, require_class_folders
+from .prompts import names_positional, zeroshot_prompts
 from .registry import DatasetInfo, Download, SourceSpec, register_dataset, register_source
 
 SOURCE = "country211"
@@ -26,26 +27,26 @@ register_source(SourceSpec(
                         md5="84988d7644798601126c29e9877aab6a"),)))
 
 
-def build_country211(root: Path, *, split: str = "test", limit: int | None = None,
-                     seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
+def build_country211(root: Path, *, split: str = "test", limit: int | None = None, seed: int = 0,
+                     prompts: str = "released") -> tuple[pd.DataFrame, DatasetInfo]:
     """Country211 rows of one split folder (``test``, ``valid`` or ``train``)."""
     check_split(split, ["test", "valid", "train"], SOURCE)
     tree = require(root / "country211" / split, SOURCE, f"the {split} folder <country code>/<image>")
     folders = require_class_folders(tree, SOURCE)
-    names = clip_benchmark_classnames("country211")
-    names_from = "clip_benchmark" if names is not None and len(names) == len(folders) else "folder names (codes)"
-    templates, tsource = clip_benchmark_templates("country211")
-    df, info = build_imagefolder(tree, name=SOURCE, source=SOURCE,
-                                 classnames=names if names_from == "clip_benchmark" else folders,
-                                 names_from=names_from, templates=templates,
+    names, templates, text_counts = zeroshot_prompts(
+        SOURCE, prompts, lambda: names_positional(SOURCE, len(folders), str(tree)), folders)
+    df, info = build_imagefolder(tree, name=SOURCE, source=SOURCE, classnames=names,
+                                 names_from=text_counts["classnames_source"], templates=templates,
                                  split="test" if split == "test" else "train", limit=limit, seed=seed)
-    info.counts["templates_source"] = tsource
+    info.counts.update(text_counts)
     info.description = f"Country211 {split} split"
     return df, info
 
 
 @register_dataset(SOURCE, sources=SOURCE, task="zeroshot", description="Country211 (OpenAI archive)",
-                  options={"root": None, "split": "test"})
+                  options={"root": None, "split": "test", "prompts": "released"})
 def _build_country211_ds(resources_dir: Path, images_dir: Path, *, root: str | None = None, split: str = "test",
-                         limit: int | None = None, seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
-    return build_country211(dataset_root(resources_dir, SOURCE, root), split=split, limit=limit, seed=seed)
+                         prompts: str = "released", limit: int | None = None,
+                         seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
+    return build_country211(dataset_root(resources_dir, SOURCE, root), split=split, limit=limit, seed=seed,
+                            prompts=prompts)

@@ -4,7 +4,7 @@
 (``DTD._MD5``), unpacks to ``resources/dtd/dtd/images/<class>/<image>.jpg`` and ``dtd/labels/{train,val,test}<k>.txt``
 (``<class>/<image>`` per line, ten partitions k = 1..10). As in torchvision, a split is the list file of one
 partition (default ``test1``: 1,880 images, 40 per class); classes are the sorted image folders (47), named by
-CLIP-benchmark when installed, else by their folder names. Images are used in place.
+the released list (data/prompts.py: the folder names themselves). Images are used in place.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from ._local import (
     LOCAL_VERSION,
     check_images_exist,
     check_split,
-    clip_benchmark_classnames,
-    clip_benchmark_templates,
     dataset_root,
     manifest_row,
     require,
@@ -27,6 +25,7 @@ from ._local import (
 from .food101 import read_lines
 from .helpers import stratified_subset
 from .imagefolder import require_class_folders
+from .prompts import names_by_key, zeroshot_prompts
 from .registry import DatasetInfo, Download, SourceSpec, register_dataset, register_source
 
 SOURCE = "dtd"
@@ -39,7 +38,7 @@ register_source(SourceSpec(
 
 
 def build_dtd(root: Path, *, split: str = "test", partition: int = 1, limit: int | None = None,
-              seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
+              seed: int = 0, prompts: str = "released") -> tuple[pd.DataFrame, DatasetInfo]:
     """DTD rows of ``labels/<split><partition>.txt``."""
     check_split(split, ["test", "train", "val"], SOURCE)
     if isinstance(partition, bool) or not isinstance(partition, int) or not 1 <= partition <= 10:
@@ -61,21 +60,20 @@ def build_dtd(root: Path, *, split: str = "test", partition: int = 1, limit: int
     check_images_exist(paths, SOURCE)
     manifest_split = "test" if split == "test" else "train"
     rows = [manifest_row(entries[i], path, [], label_arr[i], manifest_split, SOURCE) for i, path in zip(keep, paths)]
-    names = clip_benchmark_classnames("dtd")
-    names_from = "clip_benchmark" if names is not None and len(names) == len(folders) else "folder names"
-    templates, tsource = clip_benchmark_templates("dtd")
-    info = DatasetInfo(name=SOURCE, task="zeroshot", classnames=names if names_from == "clip_benchmark" else
-                       [f.replace("_", " ") for f in folders], templates=templates, source=SOURCE,
+    names, templates, text_counts = zeroshot_prompts(
+        "dtd", prompts, lambda: names_by_key("dtd", folders, str(base / "images")),
+        [f.replace("_", " ") for f in folders])
+    info = DatasetInfo(name=SOURCE, task="zeroshot", classnames=names, templates=templates, source=SOURCE,
                        version=LOCAL_VERSION,
-                       counts={f"{split}{partition}_images": len(entries), "rows": len(rows),
-                               "classnames_source": names_from, "templates_source": tsource},
+                       counts={f"{split}{partition}_images": len(entries), "rows": len(rows), **text_counts},
                        description=f"DTD {split} split of partition {partition}")
     return pd.DataFrame(rows), info
 
 
 @register_dataset(SOURCE, sources=SOURCE, task="zeroshot", description="DTD (VGG archive, partition 1)",
-                  options={"root": None, "split": "test", "partition": 1})
+                  options={"root": None, "split": "test", "partition": 1, "prompts": "released"})
 def _build_dtd_ds(resources_dir: Path, images_dir: Path, *, root: str | None = None, split: str = "test",
-                  partition: int = 1, limit: int | None = None, seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
+                  partition: int = 1, prompts: str = "released", limit: int | None = None,
+                  seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
     return build_dtd(dataset_root(resources_dir, SOURCE, root), split=split, partition=partition, limit=limit,
-                     seed=seed)
+                     seed=seed, prompts=prompts)

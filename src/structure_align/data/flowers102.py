@@ -4,8 +4,8 @@
 torchvision's ``torchvision/datasets/flowers102.py`` (``Flowers102._file_dict``): ``resources/flowers102/jpg/
 image_NNNNN.jpg``, labels 1..102 per image id in ``imagelabels.mat`` (``labels``) and the split ids in
 ``setid.mat`` (``trnid`` / ``valid`` / ``tstid``; the test split has 6,149 images). The ``.mat`` files are MATLAB v5
-data read with ``scipy.io.loadmat`` (no code is run). The files carry no class names: CLIP-benchmark's 102 names
-are used when it is installed, else "class <k>" and ``counts.classnames_source`` says so. Images are used in place.
+data read with ``scipy.io.loadmat`` (no code is run). The files carry no class names: the released 102 names
+(data/prompts.py) name labels 1..102 in order (``prompts: fallback``: "class <k>"). Images are used in place.
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ from ._local import (
     LOCAL_VERSION,
     check_images_exist,
     check_split,
-    clip_benchmark_classnames,
-    clip_benchmark_templates,
     dataset_root,
     manifest_row,
     require,
 )
 from .helpers import stratified_subset
+from .prompts import names_by_index, zeroshot_prompts
 from .registry import DatasetInfo, Download, SourceSpec, register_dataset, register_source
 
 SOURCE = "flowers102"
@@ -52,8 +51,8 @@ def _mat_vector(path: Path, key: str) -> np.ndarray:
     return np.atleast_1d(np.asarray(data[key], dtype=np.int64))
 
 
-def build_flowers102(root: Path, *, split: str = "test", limit: int | None = None,
-                     seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
+def build_flowers102(root: Path, *, split: str = "test", limit: int | None = None, seed: int = 0,
+                     prompts: str = "released") -> tuple[pd.DataFrame, DatasetInfo]:
     """Flowers102 rows of the official ``split`` (``setid.mat``)."""
     check_split(split, list(SPLIT_KEYS), SOURCE)
     labels_all = _mat_vector(require(root / "imagelabels.mat", SOURCE, "labels 1..102 per image"), "labels")
@@ -67,20 +66,20 @@ def build_flowers102(root: Path, *, split: str = "test", limit: int | None = Non
     manifest_split = "test" if split == "test" else "train"
     rows = [manifest_row(f"image_{ids[i]:05d}", path, [], label_arr[i], manifest_split, SOURCE)
             for i, path in zip(keep, paths)]
-    names = clip_benchmark_classnames("flowers")
-    names_from = "clip_benchmark" if names is not None and len(names) == N_CLASSES else "fallback: class <k>"
-    templates, tsource = clip_benchmark_templates("flowers")
-    info = DatasetInfo(name=SOURCE, task="zeroshot", classnames=names if names_from == "clip_benchmark" else
-                       [f"class {k + 1}" for k in range(N_CLASSES)], templates=templates, source=SOURCE,
+    names, templates, text_counts = zeroshot_prompts(
+        SOURCE, prompts, lambda: names_by_index(SOURCE, N_CLASSES, str(root / "imagelabels.mat")),
+        [f"class {k + 1}" for k in range(N_CLASSES)])
+    info = DatasetInfo(name=SOURCE, task="zeroshot", classnames=names, templates=templates, source=SOURCE,
                        version=LOCAL_VERSION,
-                       counts={f"{split}_images": len(ids), "rows": len(rows), "classnames_source": names_from,
-                               "templates_source": tsource},
+                       counts={f"{split}_images": len(ids), "rows": len(rows), **text_counts},
                        description=f"Oxford 102 Flowers {split} split (setid.mat {SPLIT_KEYS[split]})")
     return pd.DataFrame(rows), info
 
 
 @register_dataset(SOURCE, sources=SOURCE, task="zeroshot", description="Oxford 102 Flowers (VGG files)",
-                  options={"root": None, "split": "test"})
+                  options={"root": None, "split": "test", "prompts": "released"})
 def _build_flowers102_ds(resources_dir: Path, images_dir: Path, *, root: str | None = None, split: str = "test",
-                         limit: int | None = None, seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
-    return build_flowers102(dataset_root(resources_dir, SOURCE, root), split=split, limit=limit, seed=seed)
+                         prompts: str = "released", limit: int | None = None,
+                         seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
+    return build_flowers102(dataset_root(resources_dir, SOURCE, root), split=split, limit=limit, seed=seed,
+                            prompts=prompts)

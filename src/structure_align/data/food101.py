@@ -2,7 +2,8 @@
 
 ``food-101.tar.gz`` (md5 as published with torchvision's loader) unpacks to ``resources/food101/food-101/`` with
 ``images/<class>/<id>.jpg`` and ``meta/{classes,train,test}.txt`` (``<class>/<id>`` per line). Classes are the lines
-of ``classes.txt`` with ``_`` as spaces (what CLIP-benchmark does); the test split has 250 images per class. Images
+of ``classes.txt`` with ``_`` as spaces, each checked against the released list (data/prompts.py); the test split
+has 250 images per class. Images
 are used in place.
 """
 
@@ -17,12 +18,12 @@ from ._local import (
     LOCAL_VERSION,
     check_images_exist,
     check_split,
-    clip_benchmark_templates,
     dataset_root,
     manifest_row,
     require,
 )
 from .helpers import stratified_subset
+from .prompts import names_by_key, zeroshot_prompts
 from .registry import DatasetInfo, Download, SourceSpec, register_dataset, register_source
 
 SOURCE = "food101"
@@ -40,8 +41,8 @@ def read_lines(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def build_food101(root: Path, *, split: str = "test", limit: int | None = None,
-                  seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
+def build_food101(root: Path, *, split: str = "test", limit: int | None = None, seed: int = 0,
+                  prompts: str = "released") -> tuple[pd.DataFrame, DatasetInfo]:
     """Food-101 rows of the official ``split`` list."""
     check_split(split, ["test", "train"], SOURCE)
     base = require(root / "food-101", SOURCE, "the unpacked food-101 folder")
@@ -59,16 +60,20 @@ def build_food101(root: Path, *, split: str = "test", limit: int | None = None,
     keep = stratified_subset(label_arr, limit, seed)
     check_images_exist([paths[i] for i in keep], SOURCE)
     rows = [manifest_row(entries[i], paths[i], [], label_arr[i], split, SOURCE) for i in keep]
-    templates, tsource = clip_benchmark_templates("food101")
-    info = DatasetInfo(name="food101", task="zeroshot", classnames=[c.replace("_", " ") for c in classes],
+    classnames, templates, text_counts = zeroshot_prompts(
+        "food101", prompts, lambda: names_by_key("food101", classes, str(base / "meta" / "classes.txt")),
+        [c.replace("_", " ") for c in classes])
+    info = DatasetInfo(name="food101", task="zeroshot", classnames=classnames,
                        templates=templates, source=SOURCE, version=LOCAL_VERSION,
-                       counts={f"{split}_images": len(entries), "rows": len(rows), "templates_source": tsource},
+                       counts={f"{split}_images": len(entries), "rows": len(rows), **text_counts},
                        description=f"Food-101 {split} split (official meta/{split}.txt)")
     return pd.DataFrame(rows), info
 
 
 @register_dataset("food101", sources=SOURCE, task="zeroshot", description="Food-101 (official archive)",
-                  options={"root": None, "split": "test"})
+                  options={"root": None, "split": "test", "prompts": "released"})
 def _build_food101_ds(resources_dir: Path, images_dir: Path, *, root: str | None = None, split: str = "test",
-                      limit: int | None = None, seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
-    return build_food101(dataset_root(resources_dir, SOURCE, root), split=split, limit=limit, seed=seed)
+                      prompts: str = "released", limit: int | None = None,
+                      seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
+    return build_food101(dataset_root(resources_dir, SOURCE, root), split=split, limit=limit, seed=seed,
+                         prompts=prompts)

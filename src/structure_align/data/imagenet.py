@@ -1,8 +1,9 @@
 """ImageNet-1k validation set prepared as an ImageFolder tree (docs/method.md §7 zero-shot; docs/datasets.md).
 
-``resources/imagenet/val/<wnid>/*``, built by the shared ImageFolder builder with the 1000 CLIP class names and the
-80 OpenAI prompt templates of ``open_clip`` (its ``zero_shot_metadata`` module, loaded from its file so that torch is
-not imported). A class-name mapping file (``classnames_file``) or other ``templates`` may replace them.
+``resources/imagenet/val/<wnid>/*``, built by the shared ImageFolder builder with the released 1000 class names and
+80 templates (data/prompts.py; they equal CLIP's lists in ``open_clip``'s ``zero_shot_metadata``). The names follow the
+sorted wnid folders; a tree with fewer folders is matched by the standard class index (timm's
+``imagenet_synsets.txt``). A class-name mapping file (``classnames_file``) or other ``templates`` may replace them.
 
 CLIP's list names two pairs of classes alike ("missile" at 657 and 744, "sunglasses" at 836 and 837), which a
 manifest refuses (two classes with one prompt set are indistinguishable); :func:`disambiguate_classnames` renames
@@ -23,6 +24,7 @@ import pandas as pd
 
 from ._local import dataset_root, require
 from .imagefolder import build_imagefolder, require_class_folders
+from .prompts import names_positional, released_classnames, zeroshot_prompts
 from .registry import DatasetInfo, SourceSpec, register_dataset, register_source
 
 SOURCE = "imagenet"
@@ -112,32 +114,60 @@ def read_class_mapping(path: Path, folders: Sequence[str]) -> list[str]:
     return [mapping[f] for f in folders]
 
 
-def _classnames(tree: Path, classnames_file: str | None, clip_names: Sequence[str]) -> tuple[list[str], str]:
-    """Class names and where they came from: the mapping file, else CLIP's when the folder count fits, else folders."""
-    folders = require_class_folders(tree, SOURCE)
-    if classnames_file is not None:
-        mapping_path = Path(classnames_file)
-        if not mapping_path.is_absolute() and not mapping_path.exists():
-            mapping_path = tree.parent / mapping_path  # relative to the dataset folder that holds the tree
-        names = read_class_mapping(require(mapping_path, SOURCE, "class-name mapping file"), folders)
-        return names, str(mapping_path)
-    if len(clip_names) == len(folders):
-        return list(clip_names), "built-in (CLIP)"
-    return [f.replace("_", " ") for f in folders], "folder names"
+def standard_wnids() -> list[str]:
+    """The 1000 wnids in the standard class-index order, from timm's package data (read as a file: importing timm
+    would import torch); ``ModuleNotFoundError`` when timm is not installed."""
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("timm is not installed; it provides the standard ImageNet wnid order")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "_info" / "imagenet_synsets.txt"
+    return [w.strip() for w in path.read_text(encoding="utf-8").splitlines() if w.strip()]
+
+
+def released_names_for(folders: Sequence[str], tree: Path) -> list[str]:
+    """Released names of the wnid ``folders``: in order for the full 1000, else by each wnid's standard index."""
+    if len(folders) == 1000:
+        return names_positional(SOURCE, len(folders), str(tree))
+    index = {w: i for i, w in enumerate(standard_wnids())}
+    unknown = [f for f in folders if f not in index]
+    if unknown:
+        raise ValueError(f"{SOURCE}: folder(s) {unknown[:5]} under {tree} are not ImageNet-1k wnids; set manifest "
+                         f"option prompts: fallback (or classnames_file) to name them")
+    names = released_classnames(SOURCE)
+    return [names[index[f]] for f in folders]
+
+
+def _mapping_names(tree: Path, folders: Sequence[str], classnames_file: str) -> tuple[list[str], str]:
+    """Names of a class-name mapping file (relative paths: beside the tree) and the file's path."""
+    mapping_path = Path(classnames_file)
+    if not mapping_path.is_absolute() and not mapping_path.exists():
+        mapping_path = tree.parent / mapping_path  # relative to the dataset folder that holds the tree
+    return read_class_mapping(require(mapping_path, SOURCE, "class-name mapping file"), folders), str(mapping_path)
 
 
 @register_dataset("imagenet", sources=SOURCE, task="zeroshot",
                   description="ImageNet-1k val as ImageFolder (CLIP class names, 80 OpenAI templates)",
-                  options={"root": None, "subdir": "val", "classnames_file": None, "templates": None})
+                  options={"root": None, "subdir": "val", "classnames_file": None, "templates": None,
+                           "prompts": "released"})
 def _build_imagenet_ds(resources_dir: Path, images_dir: Path, *, root: str | None = None, subdir: str = "val",
                        classnames_file: str | None = None, templates: Sequence[str] | None = None,
-                       limit: int | None = None, seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
+                       prompts: str = "released", limit: int | None = None,
+                       seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
     base = dataset_root(resources_dir, SOURCE, root)
     tree = require(base / subdir, SOURCE, "ImageFolder tree <wnid>/<image>")
-    clip_names, openai_templates = openai_imagenet()
-    classnames, names_from = _classnames(tree, classnames_file, clip_names)
+    folders = require_class_folders(tree, SOURCE)
+    mapped = _mapping_names(tree, folders, classnames_file) if classnames_file is not None else None
+    file_names = mapped[0] if mapped else [f.replace("_", " ") for f in folders]
+    classnames, prompt_templates, text_counts = zeroshot_prompts(
+        SOURCE, prompts, (lambda: file_names) if mapped else (lambda: released_names_for(folders, tree)), file_names)
+    if mapped:  # an explicit mapping file names the classes whatever the prompts choice
+        classnames, text_counts["classnames_source"] = file_names, mapped[1]
+    if templates:
+        prompt_templates, text_counts["templates_source"] = list(templates), "manifest option templates"
     classnames, renamed = disambiguate_classnames(classnames)
-    df, info = build_imagefolder(tree, name="imagenet", source=SOURCE, classnames=classnames, names_from=names_from,
-                                 templates=list(templates) if templates else openai_templates, limit=limit, seed=seed)
+    df, info = build_imagefolder(tree, name="imagenet", source=SOURCE, classnames=classnames,
+                                 names_from=text_counts["classnames_source"], templates=prompt_templates, limit=limit,
+                                 seed=seed)
+    info.counts.update(text_counts)
     info.counts["renamed_duplicates"] = {str(k): v for k, v in renamed.items()}
     return df, info

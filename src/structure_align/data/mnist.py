@@ -4,7 +4,8 @@
 and pinned by the md5 values in torchvision's ``torchvision/datasets/mnist.py`` (``MNIST.resources``); they are kept
 gzipped in ``resources/mnist/``. The idx format: a big-endian header (magic 2051 + count, rows, columns for images;
 2049 + count for labels), then uint8 pixels / labels. The 10,000 test images are written as 28x28 PNGs (grey
-replicated to RGB); class names and templates are CLIP-benchmark's (fallback: the digits).
+replicated to RGB); class names and template are the released ones (data/prompts.py: "doughnut", "linear", "2" ...
+"9" with the bare template "{}"; ``prompts: fallback``: the digits).
 """
 
 from __future__ import annotations
@@ -18,12 +19,11 @@ import pandas as pd
 from ._local import (
     LOCAL_VERSION,
     array_image_rows,
-    clip_benchmark_classnames,
-    clip_benchmark_templates,
     dataset_root,
     require,
 )
 from .helpers import stratified_subset
+from .prompts import names_by_index, zeroshot_prompts
 from .registry import DatasetInfo, Download, SourceSpec, register_dataset, register_source
 
 SOURCE = "mnist"
@@ -52,8 +52,8 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     return data.reshape(dims)
 
 
-def build_mnist(root: Path, images_dir: Path, *, limit: int | None = None,
-                seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
+def build_mnist(root: Path, images_dir: Path, *, limit: int | None = None, seed: int = 0,
+                prompts: str = "released") -> tuple[pd.DataFrame, DatasetInfo]:
     """MNIST's test set as 28x28 RGB PNGs, labels 0-9."""
     grey = read_idx(require(root / IMAGES, SOURCE, "the test images (idx3)"), IDX_IMAGES)
     labels = read_idx(require(root / LABELS, SOURCE, "the test labels (idx1)"), IDX_LABELS).astype(np.int64)
@@ -61,19 +61,17 @@ def build_mnist(root: Path, images_dir: Path, *, limit: int | None = None,
         raise ValueError(f"{root}: {len(labels)} labels (max {labels.max(initial=0)}) for {len(grey)} images")
     keep = stratified_subset(labels, limit, seed)
     rows = array_image_rows(np.repeat(grey[..., None], 3, axis=-1), labels, keep, images_dir, "test", SOURCE)
-    names = clip_benchmark_classnames("mnist")
-    names_from = "clip_benchmark" if names is not None and len(names) == 10 else "digits"
-    templates, tsource = clip_benchmark_templates("mnist")
-    info = DatasetInfo(name=SOURCE, task="zeroshot", classnames=names if names_from != "digits" else
-                       [str(d) for d in range(10)], templates=templates, source=SOURCE, version=LOCAL_VERSION,
-                       counts={"test_images": len(grey), "rows": len(rows), "classnames_source": names_from,
-                               "templates_source": tsource},
+    names, templates, text_counts = zeroshot_prompts(
+        SOURCE, prompts, lambda: names_by_index(SOURCE, 10, str(root / LABELS)), [str(d) for d in range(10)])
+    info = DatasetInfo(name=SOURCE, task="zeroshot", classnames=names, templates=templates, source=SOURCE,
+                       version=LOCAL_VERSION, counts={"test_images": len(grey), "rows": len(rows), **text_counts},
                        description="MNIST test set from the published idx files")
     return pd.DataFrame(rows), info
 
 
 @register_dataset(SOURCE, sources=SOURCE, task="zeroshot", description="MNIST (published idx files)",
-                  options={"root": None})
-def _build_mnist_ds(resources_dir: Path, images_dir: Path, *, root: str | None = None, limit: int | None = None,
-                    seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
-    return build_mnist(dataset_root(resources_dir, SOURCE, root), Path(images_dir), limit=limit, seed=seed)
+                  options={"root": None, "prompts": "released"})
+def _build_mnist_ds(resources_dir: Path, images_dir: Path, *, root: str | None = None, prompts: str = "released",
+                    limit: int | None = None, seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
+    return build_mnist(dataset_root(resources_dir, SOURCE, root), Path(images_dir), limit=limit, seed=seed,
+                       prompts=prompts)

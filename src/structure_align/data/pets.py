@@ -2,9 +2,12 @@
 
 ``images.tar.gz`` and ``annotations.tar.gz`` (md5 as published with torchvision's loader) unpack to
 ``resources/pets/images/<Breed_name>_<n>.jpg`` and ``resources/pets/annotations/{trainval,test}.txt`` (lines
-``<image> <class id 1..37> <species> <breed id>``). Class names follow torchvision (and CLIP-benchmark): the image
-name without its number, ``_``-separated parts title-cased ("american_bulldog" -> "American Bulldog"), in class-id
-order. Images are used in place.
+``<image> <class id 1..37> <species> <breed id>``). Class names are the released ones (data/prompts.py): the
+released code sorts the images into one folder per image name without its number and names each class by its folder,
+``_`` read as a space, so the 12 cat breeds stay capitalised and the 25 dog breeds lowercase ("Abyssinian",
+"german shorthaired"); torchvision and CLIP-benchmark title-case all 37 instead (``prompts: fallback`` uses that).
+Labels are the official class ids (the released ImageFolder numbers the classes in sorted folder order instead; every
+image keeps its breed's name either way). Images are used in place.
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ from ._local import (
     LOCAL_VERSION,
     check_images_exist,
     check_split,
-    clip_benchmark_templates,
     dataset_root,
     manifest_row,
     require,
 )
 from .helpers import stratified_subset
+from .prompts import names_by_key, zeroshot_prompts
 from .registry import DatasetInfo, Download, SourceSpec, register_dataset, register_source
 
 SOURCE = "pets"
@@ -49,39 +52,47 @@ def read_pet_list(path: Path) -> list[tuple[str, int]]:
     return out
 
 
-def pet_classnames(entries: list[tuple[str, int]]) -> list[str]:
-    """torchvision's class names: per class id, the image name without its number, parts title-cased."""
+def pet_breeds(entries: list[tuple[str, int]]) -> list[str]:
+    """Per class id, the image name without its number (the released code's folder name, e.g. "german_shorthaired")."""
     raw = {label: image.rsplit("_", 1)[0] for image, label in entries}
     if sorted(raw) != list(range(len(raw))):
         raise ValueError(f"pets: class ids {sorted(raw)[:5]}... are not 1..{len(raw)}")
-    return [" ".join(part.title() for part in raw[i].split("_")) for i in range(len(raw))]
+    return [raw[i] for i in range(len(raw))]
 
 
-def build_pets(root: Path, *, split: str = "test", limit: int | None = None,
-               seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
+def pet_classnames(entries: list[tuple[str, int]]) -> list[str]:
+    """torchvision's class names: per class id, the image name without its number, parts title-cased."""
+    return [" ".join(part.title() for part in breed.split("_")) for breed in pet_breeds(entries)]
+
+
+def build_pets(root: Path, *, split: str = "test", limit: int | None = None, seed: int = 0,
+               prompts: str = "released") -> tuple[pd.DataFrame, DatasetInfo]:
     """Oxford-IIIT Pet rows of the official ``split`` (``test`` or ``trainval``)."""
     check_split(split, ["test", "trainval"], SOURCE)
     ann = require(root / "annotations", SOURCE, "the unpacked annotations folder")
     entries = read_pet_list(require(ann / f"{split}.txt", SOURCE, f"the {split} list"))
     # names from both lists, so that a class missing from one split still has its name
     other = ann / ("trainval.txt" if split == "test" else "test.txt")
-    classnames = pet_classnames(entries + (read_pet_list(other) if other.is_file() else []))
+    both = entries + (read_pet_list(other) if other.is_file() else [])
+    classnames, templates, text_counts = zeroshot_prompts(
+        "pets", prompts, lambda: names_by_key("pets", pet_breeds(both), str(ann)), pet_classnames(both))
     labels = np.asarray([label for _, label in entries], dtype=np.int64)
     keep = stratified_subset(labels, limit, seed)
     paths = [root / "images" / f"{entries[i][0]}.jpg" for i in keep]
     check_images_exist(paths, SOURCE)
     manifest_split = "test" if split == "test" else "train"
     rows = [manifest_row(entries[i][0], path, [], labels[i], manifest_split, SOURCE) for i, path in zip(keep, paths)]
-    templates, tsource = clip_benchmark_templates("pets")
     info = DatasetInfo(name="pets", task="zeroshot", classnames=classnames, templates=templates, source=SOURCE,
                        version=LOCAL_VERSION,
-                       counts={f"{split}_images": len(entries), "rows": len(rows), "templates_source": tsource},
+                       counts={f"{split}_images": len(entries), "rows": len(rows), **text_counts},
                        description=f"Oxford-IIIT Pet {split} split")
     return pd.DataFrame(rows), info
 
 
 @register_dataset("pets", sources=SOURCE, task="zeroshot", description="Oxford-IIIT Pet (official archives)",
-                  options={"root": None, "split": "test"})
+                  options={"root": None, "split": "test", "prompts": "released"})
 def _build_pets_ds(resources_dir: Path, images_dir: Path, *, root: str | None = None, split: str = "test",
-                   limit: int | None = None, seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
-    return build_pets(dataset_root(resources_dir, SOURCE, root), split=split, limit=limit, seed=seed)
+                   prompts: str = "released", limit: int | None = None,
+                   seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
+    return build_pets(dataset_root(resources_dir, SOURCE, root), split=split, limit=limit, seed=seed,
+                      prompts=prompts)

@@ -3,7 +3,8 @@
 ``resources/stl10/stl10_binary/`` as unpacked from ``stl10_binary.tar.gz`` (a ``url`` source, md5 as published with
 torchvision's loader): ``{split}_X.bin`` (uint8, per image the
 3 colour planes, each 96x96 column-major), ``{split}_y.bin`` (1-based labels) and ``class_names.txt``. Images are
-written as 96x96 PNG; the templates are CLIP-benchmark's.
+written as 96x96 PNG; class names and templates are the released lists by label index (data/prompts.py; the
+released names: "airplane", "bird", "car" ...).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._local import LOCAL_VERSION, array_image_rows, check_split, clip_benchmark_templates, dataset_root, require
+from ._local import LOCAL_VERSION, array_image_rows, check_split, dataset_root, require
 from .helpers import stratified_subset
+from .prompts import names_by_index, zeroshot_prompts
 from .registry import DatasetInfo, Download, SourceSpec, register_dataset, register_source
 
 SOURCE = "stl10"
@@ -44,30 +46,32 @@ def load_stl10(x_path: Path, y_path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_stl10(root: Path, images_dir: Path, *, split: str = "test", limit: int | None = None,
-                seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
+                seed: int = 0, prompts: str = "released") -> tuple[pd.DataFrame, DatasetInfo]:
     """STL10 from the official binaries (``stl10_binary/``); images written as 96x96 PNG."""
     check_split(split, ["test", "train"], SOURCE)
     base = require(root / "stl10_binary", SOURCE, "folder of the official binary version")
     x_path = require(base / f"{split}_X.bin", SOURCE, f"{split} images")
     y_path = require(base / f"{split}_y.bin", SOURCE, f"{split} labels")
     names_path = require(base / "class_names.txt", SOURCE, "class names, one per line")
-    classnames = [c.strip() for c in names_path.read_text(encoding="utf-8").splitlines() if c.strip()]
+    file_names = [c.strip() for c in names_path.read_text(encoding="utf-8").splitlines() if c.strip()]
+    classnames, templates, text_counts = zeroshot_prompts(
+        "stl10", prompts, lambda: names_by_index("stl10", len(file_names), str(names_path)), file_names)
     images, labels = load_stl10(x_path, y_path)
     if labels.min() < 0 or labels.max() >= len(classnames):
         raise ValueError(f"{y_path}: labels must be 1..{len(classnames)}, got {labels.min() + 1}..{labels.max() + 1}")
     keep = stratified_subset(labels, limit, seed)
     rows = array_image_rows(images, labels, keep, images_dir, split, SOURCE)
-    templates, tsource = clip_benchmark_templates("stl10")
     info = DatasetInfo(name="stl10", task="zeroshot", classnames=classnames, templates=templates, source=SOURCE,
                        version=LOCAL_VERSION,
-                       counts={f"{split}_images": len(images), "rows": len(rows), "templates_source": tsource},
+                       counts={f"{split}_images": len(images), "rows": len(rows), **text_counts},
                        description=f"STL10 {split} set from the official binaries")
     return pd.DataFrame(rows), info
 
 
 @register_dataset("stl10", sources=SOURCE, task="zeroshot", description="STL10 (official binaries)",
-                  options={"root": None, "split": "test"})
+                  options={"root": None, "split": "test", "prompts": "released"})
 def _build_stl10_ds(resources_dir: Path, images_dir: Path, *, root: str | None = None, split: str = "test",
-                    limit: int | None = None, seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
+                    prompts: str = "released", limit: int | None = None,
+                    seed: int = 0) -> tuple[pd.DataFrame, DatasetInfo]:
     return build_stl10(dataset_root(resources_dir, SOURCE, root), Path(images_dir), split=split, limit=limit,
-                       seed=seed)
+                       seed=seed, prompts=prompts)

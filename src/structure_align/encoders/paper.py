@@ -117,16 +117,33 @@ def load_dinov2_vitg14(**kwargs: Any) -> Encoder:
     return _load_dinov2("dinov2-vitg14", **kwargs)
 
 
+# what load_hf_encoder reads from the snapshot (config, weights, tokenizer, sentence-transformers' max_seq_length):
+# the repository also holds onnx/, openvino/ and other exports of several GB that nothing here uses
+SNAPSHOT_FILES: tuple[str, ...] = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
+                                   "special_tokens_map.json", "sentence_bert_config.json")
+WEIGHT_FILES: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")  # first present wins
+
+
+def roberta_snapshot() -> str:
+    """Local snapshot of all-roberta-large-v1 at :func:`hub_revision`, restricted to :data:`SNAPSHOT_FILES` and
+    one weight file (``allow_patterns``; safetensors first, the PyTorch pickle only when there is none)."""
+    from huggingface_hub import snapshot_download
+
+    revision = hub_revision(ROBERTA)
+    path = snapshot_download(ROBERTA, revision=revision, allow_patterns=[*SNAPSHOT_FILES, WEIGHT_FILES[0]])
+    if not (Path(path) / WEIGHT_FILES[0]).is_file():
+        path = snapshot_download(ROBERTA, revision=revision, allow_patterns=[*SNAPSHOT_FILES, WEIGHT_FILES[1]])
+    return path
+
+
 @register_encoder("roberta-large", modality="text",
                   description="sentence-transformers all-roberta-large-v1 (hub), masked mean per hidden state")
 def load_roberta_large(**kwargs: Any) -> Encoder:
     """all-roberta-large-v1 from a snapshot of its hub repository (so that its sentence-transformers config,
     ``max_seq_length`` 128, is read like for a local model directory)."""
-    from huggingface_hub import snapshot_download
-
     from .hf import load_hf_encoder
 
-    path = snapshot_download(ROBERTA, revision=hub_revision(ROBERTA))
+    path = roberta_snapshot()
     enc = load_hf_encoder(path, local_files_only=True, **kwargs)
     enc.description = f"{ROBERTA} (snapshot {Path(path).name})"
     return enc
@@ -146,12 +163,13 @@ class ClipImageEncoder(Encoder):
         self.size = int(model.config.vision_config.image_size)
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """Resize to size x size (bicubic, no crop), CLIP mean/std."""
+        """Resize to size x size (bilinear, no crop: torchvision ``Resize((336, 336))`` of the released CLIP
+        evaluation, docs/method.md §11), CLIP mean/std."""
         mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
         std = torch.tensor(CLIP_STD).view(3, 1, 1)
         out = []
         for im in images:
-            rgb = im.convert("RGB").resize((self.size, self.size), Image.Resampling.BICUBIC)
+            rgb = im.convert("RGB").resize((self.size, self.size), Image.Resampling.BILINEAR)
             arr = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8).view(self.size, self.size, 3)
             out.append((arr.permute(2, 0, 1).float() / 255.0 - mean) / std)
         return torch.stack(out)
