@@ -131,7 +131,8 @@ def cmd_heatmap(args: argparse.Namespace) -> None:
 
 
 def cmd_aggregate(args: argparse.Namespace) -> None:
-    """Tables, figures and DVC metrics; ``--config`` = ``{"variants", "retrieval", "zeroshot", "summary_metrics"}``."""
+    """Tables, figures and DVC metrics; ``--config`` = ``{"variants", "retrieval", "zeroshot", "summary_metrics"}``
+    (+ optional ``condition``, ``target_effect``, ``paper_effects``: :func:`structure_align.report.aggregate`)."""
     from .report import aggregate
 
     aggregate(args.metrics, results_dir=args.results_dir, **args.config)

@@ -49,11 +49,14 @@ def output_files(results_dir: str) -> dict[str, str]:
 
 def aggregate(runs: Sequence[str | os.PathLike], *, results_dir: str, variants: Sequence[Mapping[str, Any]],
               retrieval: Sequence[str], zeroshot: Sequence[str], summary_metrics: Sequence[str],
-              condition: str = "") -> pd.DataFrame:
+              condition: str = "", target_effect: float = 1.0,
+              paper_effects: str | os.PathLike | None = None) -> pd.DataFrame:
     """Write every file of :func:`output_files` from the runs' metrics; returns the main table.
 
     ``variants`` are the table rows in params order (``label`` + path values, see :func:`tables.attach_variants`);
-    ``condition`` describes the data for the claims table (training and evaluation sets).
+    ``condition`` describes the data for the claims table (training and evaluation sets); ``target_effect`` (points)
+    and ``paper_effects`` (CSV of the paper's table, or None) are params ``report.target_effect`` /
+    ``report.paper_effects``: the power columns and the ``underpowered`` verdict (:mod:`.claims`).
     """
     out = output_files(results_dir)
     names = list(summary_metrics)
@@ -64,9 +67,10 @@ def aggregate(runs: Sequence[str | os.PathLike], *, results_dir: str, variants: 
     table = main_table(tidy, variants, retrieval, zeroshot)
     scaling = scaling_table(tidy, variants)
     summary = summary_frame(scaling, retrieval, zeroshot, names)
-    gains = gains_table(summary, variants, names)
+    gains = gains_table(summary, variants, names, target_effect)
     table = add_gains(table, gains, names)
-    claims = claims_table(summary, variants, names, condition)
+    paper = pd.read_csv(paper_effects) if paper_effects else None
+    claims = claims_table(summary, variants, names, condition, target_effect, paper)
     utility = utility_table(summary, variants, names)
     write_text_atomic(out["main_csv"], table.to_csv(index=False, float_format="%.4f"))
     write_text_atomic(out["main_md"], table_markdown(table))

@@ -236,8 +236,16 @@ def report_config():
             "zeroshot": d["zeroshot"],
             "summary_metrics": config["report"]["summary_metrics"],
             "condition": condition,
+            "target_effect": float(config["report"].get("target_effect", 1.0)),
+            "paper_effects": config["report"].get("paper_effects"),
         }
     )
+
+
+def paper_effects_file():
+    """params ``report.paper_effects`` as an input of the aggregation (a new paper table re-aggregates)."""
+    path = config["report"].get("paper_effects")
+    return [path] if path else []
 
 
 def heatmaps():

@@ -4,6 +4,7 @@ rule aggregate:
     input:
         metrics=run_files("metrics.json"),
         code=src_files("report", "tables", "figures", "claims", "stats", "runs"),
+        paper_effects=paper_effects_file(),
     output:
         marked_report_outputs(),
     log:
