@@ -108,7 +108,7 @@ def _check_power_args(alpha: float, power: float) -> None:
 def min_detectable_effect(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
     """Minimal detectable effect (MDE) of a two-sided paired t-test with ``n`` pairs, differences of SD ``sd``.
 
-    The standard t-approximation ``(t_{1-alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n)`` (docs/method.md §8
+    The standard t-approximation ``(t_{1-alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n)`` (docs/method.md §10
     "Power"), not the exact noncentral-t solution: it is the effect whose expected t statistic exceeds the
     critical value by the ``power`` quantile of the (central) t distribution. It is slightly smaller than the exact
     noncentral-t MDE at very few pairs (n = 3: 5 %, n = 5: 1.2 %, n = 10: 0.1 %, computed with scipy.stats.nct).
