@@ -103,3 +103,20 @@ def test_power_columns_and_underpowered() -> None:
     gains = gains_table(summary, VARIANTS, ["zeroshot_top1"], target_effect=1.0)
     g = gains[(gains.variant == "Linear + Similar") & (gains.n_train_pairs == 500)].iloc[0]
     assert g.mde == pytest.approx(c.loc["C2", "mde"]) and g.seeds_needed == c.loc["C2", "seeds_needed"]
+
+
+def test_comparisons_pair_on_common_seeds() -> None:
+    # seeds_by_size: seeds 6 and 7 only at N=50 (R_S gains 6 and 7 there); C3 pairs the N=50 gain with the N=500
+    # gain on the five seeds both sizes have
+    summary = _summary()
+    extra = []
+    for s in (6, 7):
+        for label, v in {"Linear + Last": 9.0, "Linear + Similar": 10.0, "Linear + Similar + R_S": 10.0 + s,
+                         "CSA + Similar": 10.0, "CSA + Similar + R_S": 8.0}.items():
+            extra.append({"encoders": "v + t", "variant": label, "fraction": 0.1, "n_train_pairs": 50, "seed": s,
+                          "zeroshot_top1": v})
+    summary = pd.concat([summary, pd.DataFrame(extra)], ignore_index=True)
+    c = claims_table(summary, VARIANTS, ["zeroshot_top1"], "toy").set_index("id")
+    assert c.loc["C1", "seeds"] == 7 and c.loc["C1", "effect"] == pytest.approx(4.0)  # gains 1..7
+    assert c.loc["C3", "seeds"] == 5 and c.loc["C3", "effect"] == pytest.approx(2.0)  # seeds 1..5 only
+    assert c.loc["C2", "seeds"] == 5  # at the largest N

@@ -1,7 +1,9 @@
 # Loads and validates the parameters, and holds the small input functions the rules share. Every fact lives in the
 # package: the run-path grammar and its wildcard constraints (structure_align.runs), the head list (heads.HEADS),
 # dataset sources (structure_align.data), what aggregation writes (report.output_files).
+import functools
 import json
+import re
 from pathlib import Path
 
 from snakemake.io import report as mark_report
@@ -19,6 +21,8 @@ DATASETS = params_mod.dataset_specs(config)
 USER_DATASETS = config.get("user_datasets") or {}
 GROUP = runs.group_pattern(RESULTS)
 SEEDS = [int(s) for s in config["training"]["seeds"]]
+# sizes that run more seeds (training.seeds_by_size): [(extra seeds, sizes), ...], one extra job per group each
+EXTRA_SEEDS = runs.extra_seed_sets(config)
 
 
 wildcard_constraints:
@@ -172,14 +176,19 @@ def eval_manifests():
     return [manifest_path(d) for d in runs.eval_datasets(config)]
 
 
-def seed_files(name):
-    """The per-seed files of one group (all seeds of a pair, variant and training size)."""
-    return expand(f"{GROUP}/seed~{{seed}}/{name}", seed=SEEDS, allow_missing=True)
+def seed_files(name, seeds=None):
+    """The per-seed files of one group (a pair, variant and training size) for ``seeds`` (default training.seeds)."""
+    return expand(f"{GROUP}/seed~{{seed}}/{name}", seed=SEEDS if seeds is None else seeds, allow_missing=True)
 
 
-def group_runs(wildcards):
-    """The run directories of one group, in seed order."""
-    return [f"{GROUP.format(**wildcards)}/seed~{s}" for s in SEEDS]
+def group_runs(wildcards, seeds=None):
+    """The run directories of one group for ``seeds`` (default training.seeds), in seed order."""
+    return [f"{GROUP.format(**wildcards)}/seed~{s}" for s in (SEEDS if seeds is None else seeds)]
+
+
+def extra_size_constraint(sizes):
+    """Wildcard constraint of the {size} of an extra-seeds rule: exactly these sizes (e.g. n~50|n~200)."""
+    return "|".join(re.escape(s.component) for s in sizes)
 
 
 def train_config(wildcards):
@@ -189,9 +198,9 @@ def train_config(wildcards):
     return json.dumps(runs.train_blocks(config, spec), sort_keys=True)
 
 
-def train_priority(wildcards):
+def train_priority(wildcards, seeds=None):
     """Longest train groups first (runs.train_priority: a scheduling hint, never result-defining)."""
-    run_dirs = group_runs(wildcards)
+    run_dirs = group_runs(wildcards, seeds)
     return runs.train_priority(config, runs.RunSpec.from_path(run_dirs[0]), len(run_dirs))
 
 
