@@ -42,7 +42,8 @@ def cmd_acquire(args: argparse.Namespace) -> None:
 
 
 def cmd_manifest(args: argparse.Namespace) -> None:
-    """Build ``<dataset>.parquet`` + ``.json``; ``--config`` = ``{"options": {...}, "declaration": {...} | null}``."""
+    """Build ``<dataset>.parquet`` + ``.json``; ``--config`` = ``{"options": {...}, "declaration": {...} | null,
+    "images": {...}}`` (params ``images``: the pre-flight image check)."""
     from pathlib import Path
 
     from .data import build_manifest
@@ -52,7 +53,7 @@ def cmd_manifest(args: argparse.Namespace) -> None:
         raise ValueError(f"--out {out} must be named {args.dataset}.parquet")
     spec = args.config
     build_manifest(args.dataset, args.resources_dir, out.parent, args.images_dir,
-                   declaration=spec.get("declaration"), **spec.get("options", {}))
+                   declaration=spec.get("declaration"), images=spec.get("images"), **spec.get("options", {}))
 
 
 def revisions_to_env(config: dict) -> dict:

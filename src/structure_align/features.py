@@ -182,9 +182,11 @@ def load_features(path: str | os.PathLike, *, encoder: str | None = None, modali
 # ---------------------------------------------------------------------------------------------------------------
 
 def _open_rgb(path: str) -> Image.Image:
-    with Image.open(path) as im:
-        im.load()
-        return im.convert("RGB")
+    # transparency composited on white, as every source does (data/images.py: the one opener); imported here so
+    # that reading feature files does not import every dataset module
+    from .data.images import open_rgb
+
+    return open_rgb(path)
 
 
 class _ImageBatches(torch.utils.data.Dataset):

@@ -112,11 +112,13 @@ def manifest_inputs(wildcards):
 
 
 def manifest_config(wildcards):
-    """Builder options (+ the declaration of a user dataset) as canonical JSON (stable for the params trigger)."""
+    """Builder options (+ the declaration of a user dataset, params ``images`` of the pre-flight check) as
+    canonical JSON (stable for the params trigger)."""
     return json.dumps(
         {
             "options": config["manifest"].get(wildcards.dataset, {}),
             "declaration": USER_DATASETS.get(wildcards.dataset),
+            "images": config.get("images") or {},
         },
         sort_keys=True,
     )
