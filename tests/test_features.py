@@ -19,6 +19,7 @@ from structure_align.features import (
     feature_file_info,
     load_features,
 )
+from structure_align.data.images import open_rgb
 from structure_align.io import write_safetensors
 
 torch.set_num_threads(1)
@@ -67,7 +68,7 @@ def test_vision_round_trip_and_direct_model_call(workdir, encoders):
     # direct model call on a few manifest rows, opened independently
     df, _ = read_manifest(manifest)
     rows = [0, 4, 6]
-    imgs = [Image.open(df["image_path"][r]).convert("RGB") for r in rows]
+    imgs = [open_rgb(df["image_path"][r]) for r in rows]  # row 4 is RGBA: composited on white
     with torch.inference_mode():
         hs = vit.model(pixel_values=vit.preprocess(imgs), output_hidden_states=True).hidden_states
     for layer in range(VIT_LAYERS):
