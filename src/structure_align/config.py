@@ -166,18 +166,20 @@ def _method_errors(config: Mapping[str, Any]) -> list[str]:
 
 
 def _seeds_by_size_errors(config: Mapping[str, Any]) -> list[str]:
-    """``training.seeds_by_size`` keys must be counts listed in ``training.sizes`` (a typo would silently fall
-    back to ``training.seeds``) and each list a superset of ``training.seeds`` (:func:`runs.extra_seed_sets`)."""
+    """``training.seeds_by_size``: keys must be counts, and the list of a size of ``training.sizes`` a superset of
+    ``training.seeds`` (:func:`runs.extra_seed_sets`). Entries for other sizes are unused (a config merged over
+    params.yaml that changes ``training.sizes`` need not repeat or clear the block)."""
     training = config.get("training") or {}
     sizes = {int(n) for n in training.get("sizes") or []}
     base = [int(s) for s in training.get("seeds") or []]
     errors = []
     for key, seeds in (training.get("seeds_by_size") or {}).items():
         where = key_path(("training", "seeds_by_size", key))
-        if not str(key).isdigit() or int(key) not in sizes:
-            errors.append(f"params key '{where}': {key!r} is not a size of training.sizes {sorted(sizes)}")
+        if not str(key).isdigit():
+            errors.append(f"params key '{where}': {key!r} is not a training size (a count of training.sizes)")
+            continue
         missing = [s for s in base if s not in seeds]
-        if missing:
+        if int(key) in sizes and missing:
             errors.append(f"params key '{where}': must contain every seed of training.seeds (the extra seeds run "
                           f"beside them); missing {missing}")
     return errors
