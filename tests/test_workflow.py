@@ -330,6 +330,8 @@ def test_user_datasets_train_and_evaluate_end_to_end(smoke: Path, tmp_path: Path
     assert check["checked"] == 44 and check["bad"] == 4 and check["on_bad_image"] == "skip"
     assert sorted(Path(s["path"]).name for s in check["skipped"]) == sorted(Path(b).name for b in bad)
     assert "skipping 4 of 44 images" in (smoke / "results/user/logs/manifest/my_pairs.log").read_text()
+    assert "my_pairs: 4 of 44 images skipped by the pre-flight check" in (
+        smoke / "results/user/tables/claims.md").read_text()
 
 
 def test_bad_user_dataset_is_refused_before_any_job(smoke: Path, tmp_path: Path) -> None:

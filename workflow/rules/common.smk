@@ -249,8 +249,14 @@ def report_config():
             "condition": condition,
             "target_effect": float(config["report"].get("target_effect", 1.0)),
             "paper_effects": config["report"].get("paper_effects"),
+            "manifests": manifest_infos(),
         }
     )
+
+
+def manifest_infos():
+    """The info JSONs of the main grid's datasets (skipped images are named under the claims table)."""
+    return [f"{RESULTS}/manifests/{d}.json" for d in runs.grid_datasets(config)]
 
 
 def paper_effects_file():

@@ -5,6 +5,7 @@ rule aggregate:
         metrics=run_files("metrics.json"),
         code=src_files("report", "tables", "figures", "claims", "stats", "runs"),
         paper_effects=paper_effects_file(),
+        manifests=manifest_infos(),
     output:
         marked_report_outputs(),
     log:
