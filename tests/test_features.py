@@ -12,6 +12,7 @@ from PIL import Image
 from tiny_models import TEXT_HIDDEN, TEXT_LAYERS, VIT_HIDDEN, VIT_LAYERS, make_tiny_bert, make_tiny_vit
 
 from structure_align.data import DatasetInfo, dataset_texts, read_manifest, write_manifest
+from structure_align.data.images import open_rgb
 from structure_align.encoders import load_encoder, masked_mean
 from structure_align.features import (
     FeatureFileError,
@@ -19,7 +20,6 @@ from structure_align.features import (
     feature_file_info,
     load_features,
 )
-from structure_align.data.images import open_rgb
 from structure_align.io import write_safetensors
 
 torch.set_num_threads(1)
