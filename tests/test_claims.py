@@ -17,6 +17,7 @@ from structure_align.claims import (
     utility_table,
 )
 from structure_align.runs import Variant
+from structure_align.stats import seeds_needed
 
 RS = {"lambda": 10.0, "levels": 1, "tau": 0.05, "weighting": "none", "distance": "cosine"}
 VARIANTS = [{"label": v.label, **v.values()} for v in (
@@ -124,3 +125,56 @@ def test_headline_claims_and_utility_markdown_are_exact() -> None:
     assert headline_markdown(summary, gains, VARIANTS, ["zeroshot_top1"]) == HEADLINE
     assert claims_markdown(claims_table(summary, VARIANTS, ["zeroshot_top1"], "toy data")) == CLAIMS
     assert utility_markdown(utility_table(summary, VARIANTS, ["zeroshot_top1"])) == UTILITY
+
+
+def test_power_columns_and_underpowered() -> None:
+    # paper: Linear + Similar + R_S gains 2 and 4 top-1 points over Linear + Similar (mean 3); Similar - Last = 0.5
+    paper = pd.DataFrame([
+        {"method": "Linear + Last", "head": "linear", "layers": "last", "structure": False, "a top-1": 10.0,
+         "b top-1": 20.0, "f I2T R@1": 5.0},
+        {"method": "Linear + Similar", "head": "linear", "layers": "similar", "structure": False, "a top-1": 10.0,
+         "b top-1": 21.0, "f I2T R@1": 6.0},
+        {"method": "Linear + Similar + R_S", "head": "linear", "layers": "similar", "structure": True,
+         "a top-1": 12.0, "b top-1": 25.0, "f I2T R@1": 9.0}])
+    summary = _summary()
+    # C2 made noisy: Similar - Last per seed = -1, +3, -1, +3, -1 (mean 0.6, CI straddles 0, MDE ~ 4 points)
+    wobble = {1: -1.0, 2: 3.0, 3: -1.0, 4: 3.0, 5: -1.0}
+    sel = (summary.variant == "Linear + Last") & (summary.n_train_pairs == 500)
+    summary.loc[sel, "zeroshot_top1"] = [v + 1 - wobble[s] for v, s in zip(summary.loc[sel, "zeroshot_top1"],
+                                                                            summary.loc[sel, "seed"])]
+    claims = claims_table(summary, VARIANTS, ["zeroshot_top1"], "toy", target_effect=1.0, paper=paper)
+    c = claims.set_index("id")
+    assert c.loc["C1", "paper_effect"] == pytest.approx(3.0) and c.loc["C2", "paper_effect"] == pytest.approx(0.5)
+    assert math.isnan(c.loc["C3", "paper_effect"])  # the paper reports no gain-vs-N number
+    sd = math.sqrt(4.8)  # sample SD of -1, 3, -1, 3, -1
+    assert c.loc["C2", "mde"] == pytest.approx((2.7764 + 0.9410) * sd / math.sqrt(5), abs=1e-3)
+    assert c.loc["C2", "verdict"] == "underpowered"  # MDE ~ 3.7 > the paper's 0.5
+    assert c.loc["C2", "seeds_needed"] == seeds_needed(sd, 1.0)
+    assert c.loc["C1", "verdict"] == "supported"
+    # without the paper's table the 1-point target is the reference: still underpowered; a 5-point target is not
+    no_paper = claims_table(summary, VARIANTS, ["zeroshot_top1"], "toy").set_index("id")
+    assert no_paper.loc["C2", "verdict"] == "underpowered" and math.isnan(no_paper.loc["C2", "paper_effect"])
+    five = claims_table(summary, VARIANTS, ["zeroshot_top1"], "toy", target_effect=5.0).set_index("id")
+    assert five.loc["C2", "verdict"] == "inconclusive"
+    md = claims_markdown(claims)
+    assert "| MDE (points) | paper effect | seeds for 1 pt | verdict |" in md and "**underpowered**" in md
+    gains = gains_table(summary, VARIANTS, ["zeroshot_top1"], target_effect=1.0)
+    g = gains[(gains.variant == "Linear + Similar") & (gains.n_train_pairs == 500)].iloc[0]
+    assert g.mde == pytest.approx(c.loc["C2", "mde"]) and g.seeds_needed == c.loc["C2", "seeds_needed"]
+
+
+def test_comparisons_pair_on_common_seeds() -> None:
+    # seeds_by_size: seeds 6 and 7 only at N=50 (R_S gains 6 and 7 there); C3 pairs the N=50 gain with the N=500
+    # gain on the five seeds both sizes have
+    summary = _summary()
+    extra = []
+    for s in (6, 7):
+        for label, v in {"Linear + Last": 9.0, "Linear + Similar": 10.0, "Linear + Similar + R_S": 10.0 + s,
+                         "CSA + Similar": 10.0, "CSA + Similar + R_S": 8.0}.items():
+            extra.append({"encoders": "v + t", "variant": label, "fraction": 0.1, "n_train_pairs": 50, "seed": s,
+                          "zeroshot_top1": v})
+    summary = pd.concat([summary, pd.DataFrame(extra)], ignore_index=True)
+    c = claims_table(summary, VARIANTS, ["zeroshot_top1"], "toy").set_index("id")
+    assert c.loc["C1", "seeds"] == 7 and c.loc["C1", "effect"] == pytest.approx(4.0)  # gains 1..7
+    assert c.loc["C3", "seeds"] == 5 and c.loc["C3", "effect"] == pytest.approx(2.0)  # seeds 1..5 only
+    assert c.loc["C2", "seeds"] == 5  # at the largest N

@@ -226,3 +226,46 @@ def test_library_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith("(2, 1)") and len(printed) == 4
     assert printed[2] == f"{ns['res'].best_epoch} {round(ns['metrics']['i2t_r1'], 1)} {round(ns['zs']['top1'], 1)}"
+
+
+def test_your_data_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/your-data.md: the config passes the check and its manifests build through the pre-flight check, which
+    drops (skip) the bad files of a messy clip-art folder and composites its transparent drawings on white."""
+    from structure_align.data.images import open_rgb
+
+    snippet = yaml.safe_load(example("your-data.md", "my-data.yaml"))
+    monkeypatch.chdir(tmp_path)
+    root = Path("data/clipart")
+    rows = ["image,caption"]
+    for i in range(60):
+        colour, shape = list(COLOURS)[i % 4], SHAPES[(i // 4) % 5]
+        _draw(root / "img" / f"p{i:02d}.png", colour, shape, 6 + i % 20)
+        rows.append(f"img/p{i:02d}.png,a {colour} {shape} of size {6 + i % 20}")
+    # a transparent drawing whose transparent pixels are black, and two bad files
+    rgba = np.zeros((64, 64, 4), dtype=np.uint8)
+    rgba[20:44, 20:44] = (220, 30, 30, 255)
+    Image.fromarray(rgba, mode="RGBA").save(root / "img" / "clip.png")
+    rows.append("img/clip.png,a red square on nothing")
+    (root / "img" / "empty.png").write_bytes(b"")
+    (root / "img" / "readme.png").write_text("not an image")
+    rows += ["img/empty.png,an empty file", "img/readme.png,a text file"]
+    (root / "captions.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    for k, (colour, shape) in enumerate([(c, s) for c in COLOURS for s in SHAPES[:3]]):
+        _draw(root / "classes" / shape / f"{colour}.png", colour, shape, 10 + k)
+    config = merge_params(load_params(ROOT / "params.yaml"), snippet)
+    check_params(config)
+    for name, d in config["user_datasets"].items():
+        assert [encoder_modality(config["encoders"][m][0]) for m in ("vision", "text")] == ["vision", "text"]
+        parquet, info = build_manifest(name, "resources", "out/manifests", "out/images", declaration=d,
+                                       images=config["images"])
+        df, _ = read_manifest(parquet)
+        check = info.counts["image_check"]
+        if name == "my_pairs":
+            assert len(df) == 61 and check["bad"] == 2 and check["transparent_composited_on_white"] == 1
+            assert {Path(s["path"]).name for s in check["skipped"]} == {"empty.png", "readme.png"}
+            assert open_rgb(root / "img" / "clip.png").getpixel((0, 0)) == (255, 255, 255)
+        else:
+            assert info.task == "zeroshot" and len(df) == 12 and check["bad"] == 0
+    with pytest.raises(ValueError, match="2 of 63 images refused"):
+        build_manifest("my_pairs", "resources", "out/manifests", "out/images",
+                       declaration=config["user_datasets"]["my_pairs"], images={"on_bad_image": "error"})

@@ -12,6 +12,7 @@ from PIL import Image
 from tiny_models import TEXT_HIDDEN, TEXT_LAYERS, VIT_HIDDEN, VIT_LAYERS, make_tiny_bert, make_tiny_vit
 
 from structure_align.data import DatasetInfo, dataset_texts, read_manifest, write_manifest
+from structure_align.data.images import open_rgb
 from structure_align.encoders import load_encoder, masked_mean
 from structure_align.extract import extract_features
 from structure_align.features import (
@@ -67,7 +68,7 @@ def test_vision_round_trip_and_direct_model_call(workdir, encoders):
     # direct model call on a few manifest rows, opened independently
     df, _ = read_manifest(manifest)
     rows = [0, 4, 6]
-    imgs = [Image.open(df["image_path"][r]).convert("RGB") for r in rows]
+    imgs = [open_rgb(df["image_path"][r]) for r in rows]  # row 4 is RGBA: composited on white
     with torch.inference_mode():
         hs = vit.model(pixel_values=vit.preprocess(imgs), output_hidden_states=True).hidden_states
     for layer in range(VIT_LAYERS):

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from structure_align.data import (
     DatasetInfo,
@@ -203,6 +204,9 @@ def test_build_manifest_runs_builder_and_checks_sources(tmp_path, monkeypatch):
                                           templates=["a {}."])
 
     res = tmp_path / "resources"
+    monkeypatch.chdir(tmp_path)  # the builder's relative image paths x.png, y.png (pre-flight check opens them)
+    for name in ("x.png", "y.png"):
+        Image.new("RGB", (4, 3), (9, 9, 9)).save(tmp_path / name)
     with pytest.raises(FileNotFoundError, match="pysiogame.*acquire"):
         build_manifest("toy_build", res, tmp_path / "out", tmp_path / "images")
     with pytest.raises(ValueError, match="unknown option"):

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ToyData, toy_params
 
 from structure_align import config as cfgmod
@@ -237,6 +238,11 @@ BAD_PARAMS = [
     ("duplicate fractions", _set("training.fractions", [0.5, 0.5]), "training.fractions"),
     ("duplicate seeds", _set("training.seeds", [1, 2, 1]), "training.seeds"),
     ("duplicate sizes", _set("training.sizes", [50, 50]), "training.sizes"),
+    ("seeds_by_size key that is not a count", _set("training.seeds_by_size", {"n~40": [1, 2, 3]}),
+     "training.seeds_by_size.n~40"),
+    ("seeds_by_size without a seed of training.seeds", _set("training.seeds_by_size", {40: [1, 3]}),
+     "training.seeds_by_size[40]"),
+    ("duplicate seeds_by_size seeds", _set("training.seeds_by_size", {40: [1, 2, 2]}), "training.seeds_by_size[40]"),
     ("duplicate variant", lambda c: c["methods"].append(dict(c["methods"][0])), "methods[5]"),
     ("unknown head", _append("methods", {"head": "transformer", "layers": "last", "structure": False}),
      "methods[5].head"),
@@ -291,6 +297,27 @@ def test_bad_params_are_refused_by_snakemake_dry_run(light_copy: Path, tmp_path:
     assert f"params key '{key}'" in out, out[-3000:]
     assert "Job stats" not in out and "Traceback (most recent call last)" not in out
     assert not (light_copy / "results/smoke").exists()
+
+
+@pytest.mark.workflow
+def test_seeds_by_size_plans_one_extra_job_per_group(light_copy: Path, tmp_path: Path) -> None:
+    from workflow_util import job_counts
+
+    conf = cfgmod.load_params(light_copy / "params.yaml", light_copy / SMOKE)
+    conf["training"]["seeds_by_size"] = {40: [1, 2, 3, 4]}
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(yaml.safe_dump(conf))
+    proc = subprocess.run([str(BIN / "snakemake"), "-n", "-p", "--cores", "1", "--replace-workflow-config",
+                           "--configfile", str(extra)],
+                          cwd=light_copy, env=_env(light_copy), capture_output=True, text=True, timeout=300, check=True)
+    out = proc.stdout + proc.stderr
+    counts = job_counts(out)
+    # smoke: 5 variants x 2 sizes (n~40, frac~1) for seeds 1, 2; seeds 3, 4 only at n~40, one more job per group
+    assert counts["train"] == counts["evaluate"] == 10, counts
+    assert counts["train_extra_seeds_0"] == counts["evaluate_extra_seeds_0"] == 5, counts
+    planned = set(re.findall(r"runs/\S+?/(n~\d+|frac~[\d.]+)/seed~(\d+)/metrics\.json", out))
+    assert {s for size, s in planned if size == "n~40"} == {"1", "2", "3", "4"}
+    assert {s for size, s in planned if size != "n~40"} == {"1", "2"}
 
 
 # ----------------------------------------------------------------------------------------------------------- locks

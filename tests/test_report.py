@@ -127,3 +127,14 @@ def test_read_layer_scores_rejects_incomplete_grid(tmp_path: Path) -> None:
     path.write_text("vision_layer,text_layer,vision_name,text_name,score\n0,0,a,b,0.1\n1,1,c,d,0.2\n")
     with pytest.raises(tables.ReportError, match="expected 2 x 2"):
         report.read_layer_scores(path)
+
+
+def test_skipped_images_are_named_under_the_claims_table(tmp_path: Path) -> None:
+    clean = tmp_path / "clean.json"
+    clean.write_text(json.dumps({"name": "a", "counts": {"image_check": {"checked": 5, "bad": 0}}}))
+    messy = tmp_path / "messy.json"
+    messy.write_text(json.dumps({"name": "mine", "counts": {"image_check": {
+        "checked": 44, "bad": 4, "skipped": [{"path": f"x{i}.png", "reason": "empty"} for i in range(4)]}}}))
+    assert report.skipped_images_note([clean]) == ""  # a clean run's claims.md is unchanged
+    note = report.skipped_images_note([clean, messy])
+    assert "- mine: 4 of 44 images skipped by the pre-flight check" in note and "- a:" not in note

@@ -170,3 +170,24 @@ def test_eval_and_grid_datasets_have_no_repeats(params: dict) -> None:
     assert runs.eval_datasets(params) == ["tuxpaint", "emoji", "gcompris_explore_title", "gcompris_explore_desc",
                                           "fashion_mnist", "gcompris_categorization", "art4apps"]
     assert runs.grid_datasets(params) == runs.eval_datasets(params)
+
+
+def test_seeds_by_size_adds_seeds_at_listed_sizes_only(params: dict) -> None:
+    conf = copy.deepcopy(params)
+    conf["training"].update(sizes=[50, 200], fractions=[1.0], seeds=[1, 42],
+                            seeds_by_size={50: [1, 42, 7, 8], "200": [1, 42, 9]})
+    assert runs.seeds_for(conf, runs.Size("n", 50)) == [1, 42, 7, 8]
+    assert runs.seeds_for(conf, runs.Size("n", 200)) == [1, 42, 9]  # digit-string keys (JSON, dvc -S) as well
+    assert runs.seeds_for(conf, runs.Size("frac", 1.0)) == [1, 42]  # fractions keep training.seeds
+    assert runs.extra_seed_sets(conf) == [((7, 8), [runs.Size("n", 50)]), ((9,), [runs.Size("n", 200)])]
+    per_size = {}
+    for spec in runs.run_specs(conf):
+        per_size.setdefault((spec.variant.key, spec.size.component), []).append(spec.seed)
+    for (_, size), seeds in per_size.items():
+        assert seeds == {"n~50": [1, 42, 7, 8], "n~200": [1, 42, 9], "frac~1": [1, 42]}[size]
+    # not a grid key of the job's params: adding seeds_by_size retrains no existing group
+    spec = runs.run_specs(conf)[0]
+    assert "seeds_by_size" not in runs.train_blocks(conf, spec)["training"]
+    plain = copy.deepcopy(conf)
+    plain["training"].pop("seeds_by_size")
+    assert runs.train_blocks(plain, spec) == runs.train_blocks(conf, spec) and runs.extra_seed_sets(plain) == []

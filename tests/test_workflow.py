@@ -382,10 +382,44 @@ def _user_data(root: Path) -> dict:
             "my_shapes": {"kind": "imagefolder", "root": f"{root.name}/shapes", "templates": ["a drawing of a {}."]}}
 
 
+def _with_bad_images(root: Path) -> list[str]:
+    """Append the four bad files of issue 23 to the user caption CSV (unreadable, truncated PNG, 0-byte, 600 Mpx)."""
+    from test_preflight import _bad_images
+
+    bad = _bad_images(root / "pairs" / "bad")
+    with (root / "pairs.csv").open("a") as fh:
+        for i, path in enumerate(bad.values()):
+            fh.write(f"pairs/bad/{path.name},a broken picture {i}\n")
+    return [f"pairs/bad/{p.name}" for p in bad.values()]
+
+
+def test_bad_images_stop_the_manifest_step_before_extraction(smoke: Path, tmp_path: Path) -> None:
+    conf = _smoke_config(smoke)
+    conf["user_datasets"] = _user_data(smoke / "bad_user_data")
+    bad = _with_bad_images(smoke / "bad_user_data")
+    conf["results_dir"] = "results/bad_user"
+    conf["datasets"] = {"train": ["my_pairs"], "retrieval": ["my_pairs"], "zeroshot": ["my_shapes"],
+                        "all": ["my_pairs", "my_shapes"]}
+    conf["manifest"] = {}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    proc = _snakemake(smoke, "--replace-workflow-config", "--configfile", str(path), "--keep-going", check=False)
+    assert proc.returncode != 0
+    log = (smoke / "results/bad_user/logs/manifest/my_pairs.log").read_text()
+    assert "4 of 44 images refused by the pre-flight check" in log, log[-3000:]
+    for name in bad:
+        assert name in log, (name, log[-3000:])
+    assert not (smoke / "results/bad_user/manifests/my_pairs.parquet").exists()
+    assert not list((smoke / "results/bad_user").glob("features/my_pairs/*"))
+
+
 def test_user_datasets_train_and_evaluate_end_to_end(smoke: Path, tmp_path: Path) -> None:
-    """A caption CSV and an image folder declared in params only: trained on, retrieved on, classified."""
+    """A caption CSV and an image folder declared in params only: trained on, retrieved on, classified; the
+    caption file also lists four bad images, which images.on_bad_image: skip drops and reports."""
     conf = _smoke_config(smoke)
     conf["user_datasets"] = _user_data(smoke / "user_data")
+    bad = _with_bad_images(smoke / "user_data")
+    conf["images"] = {"on_bad_image": "skip"}
     conf["results_dir"] = "results/user"
     conf["datasets"] = {"train": ["my_pairs"], "retrieval": ["my_pairs"], "zeroshot": ["my_shapes"],
                         "all": ["my_pairs", "my_shapes"]}
@@ -403,6 +437,13 @@ def test_user_datasets_train_and_evaluate_end_to_end(smoke: Path, tmp_path: Path
         dataset, title = col.split(" ", 1)
         sel = runs[(runs.dataset == dataset) & (runs.metric == METRIC_OF[title])]
         assert len(sel) == 2 and table[col].iloc[0] == pytest.approx(sel.value.mean(), abs=1e-4), col
+    info = json.loads((smoke / "results/user/manifests/my_pairs.json").read_text())
+    check = info["counts"]["image_check"]
+    assert check["checked"] == 44 and check["bad"] == 4 and check["on_bad_image"] == "skip"
+    assert sorted(Path(s["path"]).name for s in check["skipped"]) == sorted(Path(b).name for b in bad)
+    assert "skipping 4 of 44 images" in (smoke / "results/user/logs/manifest/my_pairs.log").read_text()
+    assert "my_pairs: 4 of 44 images skipped by the pre-flight check" in (
+        smoke / "results/user/tables/claims.md").read_text()
 
 
 def test_bad_user_dataset_is_refused_before_any_job(smoke: Path, tmp_path: Path) -> None:

@@ -7,6 +7,12 @@ subsample, same validation split, same initialisation seed), see :mod:`.stats`. 
 R_S is compared with "Last" without R_S. Summary metrics are the per-seed means over the datasets of a kind
 (``zeroshot_top1``: zero-shot top-1 over the zero-shot sets; ``retrieval_r1``: I2T and T2I R@1 over the retrieval
 sets), so a gain is in percentage points of that mean.
+
+Every comparison also carries its power (:mod:`.stats`): the minimal detectable effect (MDE) at 80 % power and
+alpha = 0.05 for the observed paired SD and seed count, and the seeds needed to detect the stated ``target_effect``
+(params ``report.target_effect``). A claim's *reference effect* is the effect the paper reports for the same
+comparison (from the paper's published table, params ``report.paper_effects``) or, where the paper reports none,
+the target effect; an inconclusive claim whose MDE exceeds it is ``underpowered``.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import pandas as pd
 from .stats import PairedDifference, data_utility, paired_difference
 
 GAIN_COLUMNS = ["encoders", "variant", "vs", "head", "n_train_pairs", "metric", "mean", "lo", "hi", "std", "n",
-                "p_value"]
+                "p_value", "mde", "seeds_needed"]
+# summary metric -> suffix of the paper table's columns it averages (tables.SUMMARY metrics are dataset means)
+_PAPER_SUFFIX = {"zeroshot_top1": " top-1", "retrieval_r1": " R@1", "retrieval_r5": " R@5"}
 
 
 def counterpart(variant: Mapping[str, Any], variants: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
@@ -51,8 +59,10 @@ def paired_gain(summary: pd.DataFrame, encoders: str, label: str, base: str, n: 
     return paired_difference(a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy())
 
 
-def gains_table(summary: pd.DataFrame, variants: Sequence[Mapping[str, Any]], names: Sequence[str]) -> pd.DataFrame:
-    """Every variant with a counterpart, at every training size and summary metric: the paired gain and its CI."""
+def gains_table(summary: pd.DataFrame, variants: Sequence[Mapping[str, Any]], names: Sequence[str],
+                target_effect: float = 1.0) -> pd.DataFrame:
+    """Every variant with a counterpart, at every training size and summary metric: the paired gain, its CI, its
+    MDE and the seeds needed to detect ``target_effect`` points."""
     rows = []
     for encoders in dict.fromkeys(summary.encoders):
         for v in variants:
@@ -66,7 +76,8 @@ def gains_table(summary: pd.DataFrame, variants: Sequence[Mapping[str, Any]], na
                     d = paired_gain(summary, encoders, v["label"], base["label"], int(n), metric)
                     rows.append({"encoders": encoders, "variant": v["label"], "vs": base["label"], "head": v["head"],
                                  "n_train_pairs": int(n), "metric": metric, "mean": d.mean, "lo": d.lo, "hi": d.hi,
-                                 "std": d.std, "n": d.n, "p_value": d.p_value})
+                                 "std": d.std, "n": d.n, "p_value": d.p_value, "mde": d.mde(),
+                                 "seeds_needed": d.seeds_needed(target_effect)})
     return pd.DataFrame(rows, columns=GAIN_COLUMNS)
 
 
@@ -77,22 +88,60 @@ def _label(variants: Sequence[Mapping[str, Any]], head: str, layers: str, rs: bo
     return None
 
 
+def _variant(variants: Sequence[Mapping[str, Any]], label: str) -> Mapping[str, Any]:
+    return next(v for v in variants if v["label"] == label)
+
+
+def paper_effect(paper: pd.DataFrame | None, new: Mapping[str, Any], base: Mapping[str, Any], metric: str) -> float:
+    """The paper's effect of ``new`` over ``base`` on a summary metric: the mean over the paper table's columns of
+    that kind (``* top-1`` for zeroshot_top1, ``* R@1`` for retrieval_r1) of paper[new] - paper[base].
+
+    Rows match on (head, layers, R_S on/off) as in :func:`structure_align.reference.paper_table`. NaN when there is
+    no paper table, a row is missing or the paper has no column of that kind.
+    """
+    if paper is None or metric not in _PAPER_SUFFIX:
+        return math.nan
+    cols = [c for c in paper.columns if str(c).endswith(_PAPER_SUFFIX[metric])]
+
+    def row(v: Mapping[str, Any]) -> pd.Series | None:
+        rs = str(v["lambda"]) != "0"
+        hit = paper[(paper["head"] == v["head"]) & (paper["layers"] == v["layers"])
+                    & (paper["structure"].astype(str).str.lower() == str(rs).lower())]
+        return hit.iloc[0] if len(hit) else None
+
+    a, b = row(base), row(new)
+    if a is None or b is None or not cols:
+        return math.nan
+    return float((b[cols].astype(float) - a[cols].astype(float)).mean())
+
+
 def _claim_row(cid: str, claim: str, comparison: str, metric: str, n: int | str, d: PairedDifference,
-               condition: str) -> dict[str, Any]:
+               condition: str, target_effect: float, paper: float = math.nan) -> dict[str, Any]:
+    reference = paper if math.isfinite(paper) else target_effect
     return {"id": cid, "claim": claim, "comparison": comparison, "metric": metric, "n_train_pairs": n,
-            "seeds": d.n, "effect": d.mean, "ci_lo": d.lo, "ci_hi": d.hi, "p_value": d.p_value,
-            "verdict": d.verdict(), "condition": condition}
+            "seeds": d.n, "effect": d.mean, "ci_lo": d.lo, "ci_hi": d.hi, "p_value": d.p_value, "mde": d.mde(),
+            "paper_effect": paper, "target_effect": target_effect, "seeds_needed": d.seeds_needed(target_effect),
+            "verdict": d.verdict(reference_effect=reference), "condition": condition}
 
 
 def claims_table(summary: pd.DataFrame, variants: Sequence[Mapping[str, Any]], names: Sequence[str],
-                 condition: str) -> pd.DataFrame:
+                 condition: str, target_effect: float = 1.0, paper: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per paper claim (x summary metric x head where the claim is per head), measured on this run.
 
     C1 R_S improves over no R_S at small N (Linear, Similar, smallest N); C2 Similar >= Last (Linear, largest N);
     C3 the R_S gain shrinks as N grows (per-seed gain at the smallest minus at the largest N); C4 R_S helps every
     head (Similar + R_S vs Similar at the smallest N, one row per head). ``condition`` names encoders and data.
+    Power columns and the ``underpowered`` verdict: module docstring (``paper`` = the paper's published table, as
+    read by :func:`structure_align.reference.write_paper_table`, or None).
     """
     rows: list[dict[str, Any]] = []
+
+    def claim(cid: str, text: str, comparison: str, metric: str, n: int | str, d: PairedDifference, cond: str,
+              new: str | None = None, base: str | None = None) -> dict[str, Any]:
+        effect = (paper_effect(paper, _variant(variants, new), _variant(variants, base), metric)
+                  if new and base else math.nan)
+        return _claim_row(cid, text, comparison, metric, n, d, cond, target_effect, effect)
+
     metrics = [m for m in names if m in summary.columns]
     for encoders in dict.fromkeys(summary.encoders):
         sizes = sorted(summary[summary.encoders == encoders].n_train_pairs.unique())
@@ -103,25 +152,26 @@ def claims_table(summary: pd.DataFrame, variants: Sequence[Mapping[str, Any]], n
             rs, sim, last = (_label(variants, "linear", "similar", True), _label(variants, "linear", "similar", False),
                              _label(variants, "linear", "last", False))
             if rs and sim:
-                rows.append(_claim_row("C1", "R_S improves over no R_S at small N", f"{rs} - {sim}", metric, small,
-                                       paired_gain(summary, encoders, rs, sim, small, metric), cond))
+                rows.append(claim("C1", "R_S improves over no R_S at small N", f"{rs} - {sim}", metric, small,
+                                  paired_gain(summary, encoders, rs, sim, small, metric), cond, rs, sim))
             if sim and last:
-                rows.append(_claim_row("C2", "Similar >= Last", f"{sim} - {last}", metric, large,
-                                       paired_gain(summary, encoders, sim, last, large, metric), cond))
+                rows.append(claim("C2", "Similar >= Last", f"{sim} - {last}", metric, large,
+                                  paired_gain(summary, encoders, sim, last, large, metric), cond, sim, last))
             if rs and sim and small != large:
                 g_small = _per_seed_gain(summary, encoders, rs, sim, small, metric)
                 g_large = _per_seed_gain(summary, encoders, rs, sim, large, metric)
                 seeds = sorted(set(g_small.index) & set(g_large.index))
                 d = paired_difference(g_large.loc[seeds].to_numpy(), g_small.loc[seeds].to_numpy())
-                rows.append(_claim_row("C3", "the R_S gain shrinks as N grows",
-                                       f"gain at N={small} - gain at N={large} ({rs} - {sim})", metric,
-                                       f"{small} vs {large}", d, cond))
+                rows.append(claim("C3", "the R_S gain shrinks as N grows",
+                                  f"gain at N={small} - gain at N={large} ({rs} - {sim})", metric,
+                                  f"{small} vs {large}", d, cond))
             for head in heads:
                 h_rs, h_sim = _label(variants, head, "similar", True), _label(variants, head, "similar", False)
                 if h_rs and h_sim:
                     head_label = h_sim.split(" + ")[0]
-                    rows.append(_claim_row("C4", f"R_S helps every head ({head_label})", f"{h_rs} - {h_sim}", metric,
-                                           small, paired_gain(summary, encoders, h_rs, h_sim, small, metric), cond))
+                    rows.append(claim("C4", f"R_S helps every head ({head_label})", f"{h_rs} - {h_sim}", metric,
+                                      small, paired_gain(summary, encoders, h_rs, h_sim, small, metric), cond,
+                                      h_rs, h_sim))
     return pd.DataFrame(rows)
 
 
@@ -130,19 +180,31 @@ def _per_seed_gain(summary: pd.DataFrame, encoders: str, label: str, base: str, 
     return (b - a).dropna()
 
 
+def _num(value: float, fmt: str) -> str:
+    return "n/a" if not math.isfinite(value) else format(value, fmt)
+
+
 def claims_markdown(claims: pd.DataFrame) -> str:
-    """The claims table as Markdown: effect in points with its 95 % CI, seeds, p-value and verdict."""
-    header = ["id", "claim", "comparison", "metric", "N", "seeds", "effect [95 % CI] (points)", "p", "verdict",
-              "condition"]
+    """The claims table as Markdown: effect in points with its 95 % CI, seeds, p-value, power and verdict."""
+    target = float(claims["target_effect"].iloc[0]) if len(claims) else 1.0
+    header = ["id", "claim", "comparison", "metric", "N", "seeds", "effect [95 % CI] (points)", "p", "MDE (points)",
+              "paper effect", f"seeds for {target:g} pt", "verdict", "condition"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for _, r in claims.iterrows():
         d = PairedDifference(r.effect, r.ci_lo, r.ci_hi, math.nan, int(r.seeds), r.p_value)
-        p = "n/a" if not math.isfinite(r.p_value) else f"{r.p_value:.3f}"
+        needed = _num(r.seeds_needed, ".0f") if r.seeds_needed <= 1000 or not math.isfinite(r.seeds_needed) \
+            else "> 1000"
         lines.append("| " + " | ".join([r.id, r.claim, r.comparison, r.metric, str(r.n_train_pairs), str(r.seeds),
-                                        d.format(), p, f"**{r.verdict}**", r.condition]) + " |")
+                                        d.format(), _num(r.p_value, ".3f"), _num(r.mde, ".2f"),
+                                        _num(r.paper_effect, "+.2f"), needed, f"**{r.verdict}**",
+                                        r.condition]) + " |")
     note = ("\nVerdicts: supported = the 95 % CI of the paired per-seed difference lies above 0; not supported = it "
-            "lies at or below 0; inconclusive = it contains 0. C3 compares the gain at the smallest N with the gain "
-            "at the largest N (positive = the gain shrinks).\n")
+            "lies at or below 0; inconclusive = it contains 0; underpowered = it contains 0 and the MDE is above the "
+            "effect the paper reports for this comparison (or, where the paper reports none, above the "
+            f"{target:g}-point target effect), so the seeds could not have seen that effect. MDE = minimal "
+            "detectable effect of a paired t-test at 80 % power and alpha = 0.05 for the observed paired SD and "
+            f"seed count; seeds for {target:g} pt = seeds that detect a {target:g}-point effect at that SD. "
+            "C3 compares the gain at the smallest N with the gain at the largest N (positive = the gain shrinks).\n")
     return "\n".join(lines) + "\n" + note
 
 

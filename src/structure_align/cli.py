@@ -45,7 +45,8 @@ def cmd_acquire(args: argparse.Namespace) -> None:
 
 
 def cmd_manifest(args: argparse.Namespace) -> None:
-    """Build ``<dataset>.parquet`` + ``.json``; ``--config`` = ``{"options": {...}, "declaration": {...} | null}``."""
+    """Build ``<dataset>.parquet`` + ``.json``; ``--config`` = ``{"options": {...}, "declaration": {...} | null,
+    "images": {...}}`` (params ``images``: the pre-flight image check)."""
     from pathlib import Path
 
     from .data import build_manifest
@@ -55,7 +56,7 @@ def cmd_manifest(args: argparse.Namespace) -> None:
         raise ValueError(f"--out {out} must be named {args.dataset}.parquet")
     spec = args.config
     build_manifest(args.dataset, args.resources_dir, out.parent, args.images_dir,
-                   declaration=spec.get("declaration"), **spec.get("options", {}))
+                   declaration=spec.get("declaration"), images=spec.get("images"), **spec.get("options", {}))
 
 
 def revisions_to_env(config: dict) -> dict:
@@ -134,7 +135,8 @@ def cmd_heatmap(args: argparse.Namespace) -> None:
 
 
 def cmd_aggregate(args: argparse.Namespace) -> None:
-    """Tables, figures and DVC metrics; ``--config`` = ``{"variants", "retrieval", "zeroshot", "summary_metrics"}``."""
+    """Tables, figures and DVC metrics; ``--config`` = ``{"variants", "retrieval", "zeroshot", "summary_metrics"}``
+    (+ optional ``condition``, ``target_effect``, ``paper_effects``: :func:`structure_align.report.aggregate`)."""
     from .report import aggregate
 
     aggregate(args.metrics, results_dir=args.results_dir, **args.config)

@@ -165,6 +165,26 @@ def _method_errors(config: Mapping[str, Any]) -> list[str]:
     return errors
 
 
+def _seeds_by_size_errors(config: Mapping[str, Any]) -> list[str]:
+    """``training.seeds_by_size``: keys must be counts, and the list of a size of ``training.sizes`` a superset of
+    ``training.seeds`` (:func:`runs.extra_seed_sets`). Entries for other sizes are unused (a config merged over
+    params.yaml that changes ``training.sizes`` need not repeat or clear the block)."""
+    training = config.get("training") or {}
+    sizes = {int(n) for n in training.get("sizes") or []}
+    base = [int(s) for s in training.get("seeds") or []]
+    errors = []
+    for key, seeds in (training.get("seeds_by_size") or {}).items():
+        where = key_path(("training", "seeds_by_size", key))
+        if not str(key).isdigit():
+            errors.append(f"params key '{where}': {key!r} is not a training size (a count of training.sizes)")
+            continue
+        missing = [s for s in base if s not in seeds]
+        if int(key) in sizes and missing:
+            errors.append(f"params key '{where}': must contain every seed of training.seeds (the extra seeds run "
+                          f"beside them); missing {missing}")
+    return errors
+
+
 def registry_errors(config: Mapping[str, Any], datasets: Mapping[str, Any] | None = None,
                     encoder_modality: Callable[[str], str] | None = None) -> list[str]:
     """Names the schema cannot check: datasets (registered or declared), their tasks and builder options, encoders
@@ -174,7 +194,8 @@ def registry_errors(config: Mapping[str, Any], datasets: Mapping[str, Any] | Non
         return errors
     datasets = dataset_specs(config) if datasets is None else datasets
     encoder_modality = _default_encoder_modality() if encoder_modality is None else encoder_modality
-    return _dataset_errors(config, datasets) + _encoder_errors(config, encoder_modality) + _method_errors(config)
+    return (_dataset_errors(config, datasets) + _encoder_errors(config, encoder_modality) + _method_errors(config)
+            + _seeds_by_size_errors(config))
 
 
 def check_params(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH, *,

@@ -55,10 +55,11 @@ SHM_PATH = "/dev/shm"
 
 
 def open_image(path: str) -> Image.Image:
-    """The one image opener of extraction (RGB); every decode goes through here."""
-    with Image.open(path) as im:
-        im.load()
-        return im.convert("RGB")
+    """The one image opener of extraction (RGB, transparency composited on white by :func:`data.images.open_rgb`,
+    the opener every source uses); every decode goes through here."""
+    from .data.images import open_rgb
+
+    return open_rgb(path)
 
 
 class _ImageBatches(torch.utils.data.Dataset):

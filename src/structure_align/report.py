@@ -47,13 +47,32 @@ def output_files(results_dir: str) -> dict[str, str]:
             "metrics": f"{results_dir}/metrics.json"}
 
 
+def skipped_images_note(manifests: Sequence[str | os.PathLike]) -> str:
+    """A line per dataset whose manifest dropped images (params ``images.on_bad_image: skip``, counts.image_check of
+    its info JSON), or "" when none did (the tables of a clean run are unchanged)."""
+    lines = []
+    for path in manifests:
+        with open(path, encoding="utf-8") as fh:
+            info = json.load(fh)
+        check = (info.get("counts") or {}).get("image_check") or {}
+        if check.get("skipped"):
+            lines.append(f"- {info['name']}: {len(check['skipped'])} of {check['checked']} images skipped by the "
+                         f"pre-flight check (listed in its manifest info, counts.image_check.skipped)")
+    return ("\nData:\n" + "\n".join(lines) + "\n") if lines else ""
+
+
 def aggregate(runs: Sequence[str | os.PathLike], *, results_dir: str, variants: Sequence[Mapping[str, Any]],
               retrieval: Sequence[str], zeroshot: Sequence[str], summary_metrics: Sequence[str],
-              condition: str = "") -> pd.DataFrame:
+              condition: str = "", target_effect: float = 1.0,
+              paper_effects: str | os.PathLike | None = None,
+              manifests: Sequence[str | os.PathLike] = ()) -> pd.DataFrame:
     """Write every file of :func:`output_files` from the runs' metrics; returns the main table.
 
     ``variants`` are the table rows in params order (``label`` + path values, see :func:`tables.attach_variants`);
-    ``condition`` describes the data for the claims table (training and evaluation sets).
+    ``condition`` describes the data for the claims table (training and evaluation sets); ``target_effect`` (points)
+    and ``paper_effects`` (CSV of the paper's table, or None) are params ``report.target_effect`` /
+    ``report.paper_effects``: the power columns and the ``underpowered`` verdict (:mod:`.claims`). ``manifests`` are
+    the info JSONs of the datasets used: images the pre-flight check skipped are named under the claims table.
     """
     out = output_files(results_dir)
     names = list(summary_metrics)
@@ -64,9 +83,10 @@ def aggregate(runs: Sequence[str | os.PathLike], *, results_dir: str, variants: 
     table = main_table(tidy, variants, retrieval, zeroshot)
     scaling = scaling_table(tidy, variants)
     summary = summary_frame(scaling, retrieval, zeroshot, names)
-    gains = gains_table(summary, variants, names)
+    gains = gains_table(summary, variants, names, target_effect)
     table = add_gains(table, gains, names)
-    claims = claims_table(summary, variants, names, condition)
+    paper = pd.read_csv(paper_effects) if paper_effects else None
+    claims = claims_table(summary, variants, names, condition, target_effect, paper)
     utility = utility_table(summary, variants, names)
     write_text_atomic(out["main_csv"], table.to_csv(index=False, float_format="%.4f"))
     write_text_atomic(out["main_md"], table_markdown(table))
@@ -75,7 +95,7 @@ def aggregate(runs: Sequence[str | os.PathLike], *, results_dir: str, variants: 
     write_text_atomic(out["summary_csv"], summary.to_csv(index=False, float_format="%.4f"))
     write_text_atomic(out["gains_csv"], gains.to_csv(index=False, float_format="%.4f"))
     write_text_atomic(out["claims_csv"], claims.to_csv(index=False, float_format="%.4f"))
-    write_text_atomic(out["claims_md"], claims_markdown(claims))
+    write_text_atomic(out["claims_md"], claims_markdown(claims) + skipped_images_note(manifests))
     write_text_atomic(out["utility_csv"], utility.to_csv(index=False, float_format="%.4f"))
     write_text_atomic(out["utility_md"], utility_markdown(utility))
     write_text_atomic(out["headline_md"], headline_markdown(summary, gains, variants, names))

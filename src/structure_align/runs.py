@@ -31,7 +31,7 @@ LAYER_LABELS = {"last": "Last", "similar": "Similar"}
 VARIANT_RS_KEYS: tuple[str, ...] = ("lambda", "levels", "tau", "weighting", "distance")
 _PATH_KEYS: tuple[str, ...] = ("layers", *VARIANT_RS_KEYS)
 # keys of params `training` that the run path carries (train_blocks leaves them out of a job's params)
-PATH_GRID_KEYS = frozenset({"fractions", "sizes", "seeds"})
+PATH_GRID_KEYS = frozenset({"fractions", "sizes", "seeds", "seeds_by_size"})
 # keys of params `training` that define the grid and the pool, not a TrainConfig field
 GRID_KEYS = PATH_GRID_KEYS | {"val_fraction", "val_seed", "val_split"}
 # what CSA reads (train_blocks): the pool split and the joint width, the CCA fit keys, never the λ warm-up
@@ -99,6 +99,38 @@ def sizes(config: Mapping[str, Any]) -> list[Size]:
     training = config["training"]
     return [Size("frac", float(f)) for f in training.get("fractions", [])] + \
         [Size("n", int(n)) for n in training.get("sizes", [])]
+
+
+def seeds_for(config: Mapping[str, Any], size: Size) -> list[int]:
+    """The seeds of one training size: ``training.seeds_by_size[<count>]`` for an absolute size listed there (keys
+    are the counts of ``training.sizes``; YAML int or digit-string keys), else ``training.seeds``.
+
+    More seeds where runs are cheap (small N) give the paired comparisons there the power to see small effects
+    (docs/method.md §10 "Power"); every variant of a size shares its seeds, so comparisons stay paired.
+    """
+    training = config["training"]
+    if size.kind == "n":
+        for key, seeds in (training.get("seeds_by_size") or {}).items():
+            if int(key) == int(size.value):
+                return [int(s) for s in seeds]
+    return [int(s) for s in training["seeds"]]
+
+
+def extra_seed_sets(config: Mapping[str, Any]) -> list[tuple[tuple[int, ...], list[Size]]]:
+    """The seeds some sizes run beyond ``training.seeds`` (:func:`seeds_for` minus ``training.seeds``), grouped:
+    ``[(extra seeds, sizes that run them), ...]`` in params order.
+
+    ``training.seeds_by_size`` lists are supersets of ``training.seeds`` (config check), so the workflow keeps one
+    train/evaluate job per group for ``training.seeds`` and adds one per group for its extra seeds (a rule's outputs
+    cannot depend on a wildcard's value).
+    """
+    base = [int(s) for s in config["training"]["seeds"]]
+    groups: dict[tuple[int, ...], list[Size]] = {}
+    for size in sizes(config):
+        extra = tuple(s for s in seeds_for(config, size) if s not in base)
+        if extra:
+            groups.setdefault(extra, []).append(size)
+    return list(groups.items())
 
 
 @dataclass(frozen=True)
@@ -231,9 +263,9 @@ def encoder_pairs(config: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def run_specs(config: Mapping[str, Any]) -> list[RunSpec]:
-    """All runs of the grid: pairs x variants x sizes x seeds (params order)."""
-    return [RunSpec(v, t, var, size, int(seed)) for v, t in encoder_pairs(config) for var in variants(config)
-            for size in sizes(config) for seed in config["training"]["seeds"]]
+    """All runs of the grid: pairs x variants x sizes x the size's seeds (:func:`seeds_for`; params order)."""
+    return [RunSpec(v, t, var, size, seed) for v, t in encoder_pairs(config) for var in variants(config)
+            for size in sizes(config) for seed in seeds_for(config, size)]
 
 
 def run_dirs(config: Mapping[str, Any], root: str) -> list[str]:

@@ -1,7 +1,9 @@
 # Loads and validates the parameters, and holds the small input functions the rules share. Every fact lives in the
 # package: the run-path grammar and its wildcard constraints (structure_align.runs), the head list (heads.HEADS),
 # dataset sources (structure_align.data), what aggregation writes (report.output_files).
+import functools
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -25,6 +27,8 @@ for _dataset, _note in NOT_PLACED.items():
 USER_DATASETS = config.get("user_datasets") or {}
 GROUP = runs.group_pattern(RESULTS)
 SEEDS = [int(s) for s in config["training"]["seeds"]]
+# sizes that run more seeds (training.seeds_by_size): [(extra seeds, sizes), ...], one extra job per group each
+EXTRA_SEEDS = runs.extra_seed_sets(config)
 
 
 wildcard_constraints:
@@ -114,11 +118,13 @@ def manifest_inputs(wildcards):
 
 
 def manifest_config(wildcards):
-    """Builder options (+ the declaration of a user dataset) as canonical JSON (stable for the params trigger)."""
+    """Builder options (+ the declaration of a user dataset, params ``images`` of the pre-flight check) as
+    canonical JSON (stable for the params trigger)."""
     return json.dumps(
         {
             "options": config["manifest"].get(wildcards.dataset, {}),
             "declaration": USER_DATASETS.get(wildcards.dataset),
+            "images": config.get("images") or {},
         },
         sort_keys=True,
     )
@@ -178,14 +184,19 @@ def eval_manifests():
     return [manifest_path(d) for d in runs.eval_datasets(config)]
 
 
-def seed_files(name):
-    """The per-seed files of one group (all seeds of a pair, variant and training size)."""
-    return expand(f"{GROUP}/seed~{{seed}}/{name}", seed=SEEDS, allow_missing=True)
+def seed_files(name, seeds=None):
+    """The per-seed files of one group (a pair, variant and training size) for ``seeds`` (default training.seeds)."""
+    return expand(f"{GROUP}/seed~{{seed}}/{name}", seed=SEEDS if seeds is None else seeds, allow_missing=True)
 
 
-def group_runs(wildcards):
-    """The run directories of one group, in seed order."""
-    return [f"{GROUP.format(**wildcards)}/seed~{s}" for s in SEEDS]
+def group_runs(wildcards, seeds=None):
+    """The run directories of one group for ``seeds`` (default training.seeds), in seed order."""
+    return [f"{GROUP.format(**wildcards)}/seed~{s}" for s in (SEEDS if seeds is None else seeds)]
+
+
+def extra_size_constraint(sizes):
+    """Wildcard constraint of the {size} of an extra-seeds rule: exactly these sizes (e.g. n~50|n~200)."""
+    return "|".join(re.escape(s.component) for s in sizes)
 
 
 def train_config(wildcards):
@@ -195,9 +206,9 @@ def train_config(wildcards):
     return json.dumps(runs.train_blocks(config, spec), sort_keys=True)
 
 
-def train_priority(wildcards):
+def train_priority(wildcards, seeds=None):
     """Longest train groups first (runs.train_priority: a scheduling hint, never result-defining)."""
-    run_dirs = group_runs(wildcards)
+    run_dirs = group_runs(wildcards, seeds)
     return runs.train_priority(config, runs.RunSpec.from_path(run_dirs[0]), len(run_dirs))
 
 
@@ -242,8 +253,22 @@ def report_config():
             "zeroshot": d["zeroshot"],
             "summary_metrics": config["report"]["summary_metrics"],
             "condition": condition,
+            "target_effect": float(config["report"].get("target_effect", 1.0)),
+            "paper_effects": config["report"].get("paper_effects"),
+            "manifests": manifest_infos(),
         }
     )
+
+
+def manifest_infos():
+    """The info JSONs of the main grid's datasets (skipped images are named under the claims table)."""
+    return [f"{RESULTS}/manifests/{d}.json" for d in runs.grid_datasets(config)]
+
+
+def paper_effects_file():
+    """params ``report.paper_effects`` as an input of the aggregation (a new paper table re-aggregates)."""
+    path = config["report"].get("paper_effects")
+    return [path] if path else []
 
 
 def heatmaps():

@@ -4,6 +4,8 @@ rule aggregate:
     input:
         metrics=run_files("metrics.json"),
         code=src_files("report", "tables", "figures", "claims", "stats", "runs"),
+        paper_effects=paper_effects_file(),
+        manifests=manifest_infos(),
     output:
         marked_report_outputs(),
     log:

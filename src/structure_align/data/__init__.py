@@ -68,8 +68,8 @@ from .registry import (
 )
 
 # modules of this package that define the machinery rather than datasets; never scanned
-INFRASTRUCTURE: frozenset[str] = frozenset({"acquire", "download", "helpers", "kinds", "manifest", "placed",
-                                                "prompts", "rcc", "registry"})
+INFRASTRUCTURE: frozenset[str] = frozenset({"acquire", "download", "helpers", "images", "kinds", "manifest",
+                                                "placed", "preflight", "prompts", "rcc", "registry"})
 
 
 def _dataset_modules() -> tuple[str, ...]:

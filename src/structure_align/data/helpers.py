@@ -17,6 +17,7 @@ import pandas as pd
 from PIL import Image
 
 from ..io import write_bytes_if_changed
+from .images import flatten_on_white
 from .manifest import ManifestError
 
 
@@ -124,13 +125,9 @@ def assert_split_disjoint(df: pd.DataFrame, image_keys: Sequence[Hashable] | Non
 
 
 def composite_on_white(image: Image.Image) -> Image.Image:
-    """RGB copy of ``image`` with any transparency composited onto white (cut-out stamps, emoji)."""
-    if image.mode in ("RGB", "L") and "transparency" not in image.info:
-        return image.convert("RGB")
-    rgba = image.convert("RGBA")
-    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    canvas.alpha_composite(rgba)
-    return canvas.convert("RGB")
+    """RGB copy of ``image`` with any transparency composited onto white (cut-out stamps, emoji): the one
+    implementation, :func:`structure_align.data.images.flatten_on_white`."""
+    return flatten_on_white(image)
 
 
 def save_png(image: Image.Image | np.ndarray, path: str | os.PathLike) -> Path:

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from ..io import atomic_write, sha256_file, write_json
 from .kinds import dataset_spec
+from .preflight import apply_preflight
 from .registry import TASKS, DatasetInfo, source_dir
 
 log = logging.getLogger(__name__)
@@ -226,14 +227,16 @@ def dataset_texts(df: pd.DataFrame, info: DatasetInfo) -> tuple[list[str], np.nd
 
 def build_manifest(dataset: str, resources_dir: str | os.PathLike, out_dir: str | os.PathLike,
                    images_dir: str | os.PathLike, *, declaration: Mapping[str, Any] | None = None,
-                   **options: Any) -> tuple[Path, DatasetInfo]:
+                   images: Mapping[str, Any] | None = None, **options: Any) -> tuple[Path, DatasetInfo]:
     """Run dataset ``dataset``'s builder and write ``<out_dir>/<dataset>.parquet`` + ``.json``.
 
     ``dataset`` is a registered dataset, or, with ``declaration`` (its ``user_datasets.<name>`` entry of
     params.yaml), a user dataset of a generic kind (see :func:`structure_align.data.kinds.dataset_spec`).
     ``images_dir`` is the root for materialised images (``results/images``); the builder writes into
     ``<images_dir>/<dataset>/`` (user datasets reference their images in place). Options are checked against the
-    spec and every source must be acquired before the builder runs. Returns the parquet path and the written info.
+    spec and every source must be acquired before the builder runs. Every listed image then passes the pre-flight
+    check (:mod:`.preflight`; ``images`` = params ``images``) before anything is written. Returns the parquet path
+    and the written info.
     """
     spec = dataset_spec(dataset, declaration)
     opts = spec.resolve_options(options)
@@ -247,5 +250,6 @@ def build_manifest(dataset: str, resources_dir: str | os.PathLike, out_dir: str 
         raise ManifestError(f"dataset {dataset!r}: builder returned DatasetInfo.name={info.name!r}")
     if info.task != spec.task:
         raise ManifestError(f"dataset {dataset!r}: builder returned task {info.task!r}, registered {spec.task!r}")
+    df, info = apply_preflight(dataset, df, info, dict(images or {}))
     parquet = Path(out_dir) / f"{dataset}.parquet"
     return parquet, write_manifest(df, info, parquet)
