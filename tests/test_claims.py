@@ -80,7 +80,8 @@ def test_utility_table() -> None:
 # -- exact Markdown of the README's tables (issue 25 item 5) ---------------------------------------------------------
 # One expected string per table, from _summary(): every number can be checked by hand (module docstring of _summary:
 # seed means 10 s + 20 [N=500] ± the variant offsets; std of 10 x (1..5) = 15.8; t(0.975, 4) = 2.776; the N needed by
-# R_S: exp(ln 50 + 17/18 ln 10) = 440). A deliberate format change (a new column) updates these strings.
+# R_S: exp(ln 50 + 17/18 ln 10) = 440; the C1 paired SD 1.58 gives the MDE (2.776 + 0.941) x 1.58 / sqrt 5 = 2.63).
+# A deliberate format change (a new column) updates these strings.
 
 HEADLINE = """\
 | Encoders | Method | N | seeds | zero-shot top-1 (%) | Δ [95 % CI] | compared with |
@@ -98,15 +99,15 @@ HEADLINE = """\
 """
 
 CLAIMS = """\
-| id | claim | comparison | metric | N | seeds | effect [95 % CI] (points) | p | verdict | condition |
-|---|---|---|---|---|---|---|---|---|---|
-| C1 | R_S improves over no R_S at small N | Linear + Similar + R_S - Linear + Similar | zeroshot_top1 | 50 | 5 | +3.00 [+1.04, +4.96] | 0.013 | **supported** | v + t; toy data |
-| C2 | Similar >= Last | Linear + Similar - Linear + Last | zeroshot_top1 | 500 | 5 | +1.00 [+1.00, +1.00] | 0.000 | **supported** | v + t; toy data |
-| C3 | the R_S gain shrinks as N grows | gain at N=50 - gain at N=500 (Linear + Similar + R_S - Linear + Similar) | zeroshot_top1 | 50 vs 500 | 5 | +2.00 [+0.04, +3.96] | 0.047 | **supported** | v + t; toy data |
-| C4 | R_S helps every head (Linear) | Linear + Similar + R_S - Linear + Similar | zeroshot_top1 | 50 | 5 | +3.00 [+1.04, +4.96] | 0.013 | **supported** | v + t; toy data |
-| C4 | R_S helps every head (CSA) | CSA + Similar + R_S - CSA + Similar | zeroshot_top1 | 50 | 5 | -2.00 [-2.00, -2.00] | 0.000 | **not supported** | v + t; toy data |
+| id | claim | comparison | metric | N | seeds | effect [95 % CI] (points) | p | MDE (points) | paper effect | seeds for 1 pt | verdict | condition |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|
+| C1 | R_S improves over no R_S at small N | Linear + Similar + R_S - Linear + Similar | zeroshot_top1 | 50 | 5 | +3.00 [+1.04, +4.96] | 0.013 | 2.63 | n/a | 22 | **supported** | v + t; toy data |
+| C2 | Similar >= Last | Linear + Similar - Linear + Last | zeroshot_top1 | 500 | 5 | +1.00 [+1.00, +1.00] | 0.000 | 0.00 | n/a | 2 | **supported** | v + t; toy data |
+| C3 | the R_S gain shrinks as N grows | gain at N=50 - gain at N=500 (Linear + Similar + R_S - Linear + Similar) | zeroshot_top1 | 50 vs 500 | 5 | +2.00 [+0.04, +3.96] | 0.047 | 2.63 | n/a | 22 | **supported** | v + t; toy data |
+| C4 | R_S helps every head (Linear) | Linear + Similar + R_S - Linear + Similar | zeroshot_top1 | 50 | 5 | +3.00 [+1.04, +4.96] | 0.013 | 2.63 | n/a | 22 | **supported** | v + t; toy data |
+| C4 | R_S helps every head (CSA) | CSA + Similar + R_S - CSA + Similar | zeroshot_top1 | 50 | 5 | -2.00 [-2.00, -2.00] | 0.000 | 0.00 | n/a | 2 | **not supported** | v + t; toy data |
 
-Verdicts: supported = the 95 % CI of the paired per-seed difference lies above 0; not supported = it lies at or below 0; inconclusive = it contains 0. C3 compares the gain at the smallest N with the gain at the largest N (positive = the gain shrinks).
+Verdicts: supported = the 95 % CI of the paired per-seed difference lies above 0; not supported = it lies at or below 0; inconclusive = it contains 0; underpowered = it contains 0 and the MDE is above the effect the paper reports for this comparison (or, where the paper reports none, above the 1-point target effect), so the seeds could not have seen that effect. MDE = minimal detectable effect of a paired t-test at 80 % power and alpha = 0.05 for the observed paired SD and seed count; seeds for 1 pt = seeds that detect a 1-point effect at that SD. C3 compares the gain at the smallest N with the gain at the largest N (positive = the gain shrinks).
 """
 
 UTILITY = """\
