@@ -209,7 +209,13 @@ def _check_claims(claims: pd.DataFrame, summary: pd.DataFrame) -> None:
         half = student_t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
         assert (c.effect, c.ci_lo, c.ci_hi) == pytest.approx((d.mean(), d.mean() - half, d.mean() + half),
                                                              abs=1e-4), (c.id, c.claim, c.metric)
-        verdict = "supported" if c.ci_lo > 0 else "not supported" if c.ci_hi <= 0 else "inconclusive"
+        # minimal detectable effect at 80 % power (t approximation, docs/method.md §10 "Power") against the paper's effect,
+        # or the target effect where the paper reports none
+        mde = (student_t.ppf(0.975, len(d) - 1) + student_t.ppf(0.8, len(d) - 1)) * d.std(ddof=1) / math.sqrt(len(d))
+        assert c.mde == pytest.approx(mde, abs=1e-4), (c.id, c.claim, c.metric)
+        reference = c.target_effect if math.isnan(c.paper_effect) else abs(c.paper_effect)
+        verdict = ("supported" if c.ci_lo > 0 else "not supported" if c.ci_hi <= 0
+                   else "underpowered" if mde > reference else "inconclusive")
         assert c.verdict == verdict, (c.id, c.claim, c.metric)
 
 
