@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -228,19 +228,34 @@ class EvalSet:
     text_rows: np.ndarray | None = None
     text_groups: np.ndarray | None = None
     text_image_index: np.ndarray | None = None
+    cache: dict[tuple[str, int], torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def features(self, vision_layer: int, text_layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(image rows at vision_layer, evaluated text rows at text_layer)``, read once and kept until
+        :meth:`release` (the runs of a job mostly share their layers)."""
+        if ("v", vision_layer) not in self.cache:
+            self.cache["v", vision_layer] = self.vision.read(vision_layer, self.image_rows)
+        if ("t", text_layer) not in self.cache:
+            self.cache["t", text_layer] = self.text.read(text_layer, self.text_rows)
+        return self.cache["v", vision_layer], self.cache["t", text_layer]
+
+    def release(self) -> None:
+        """Drop the layers read so far (the next dataset of a job does not stack on this one)."""
+        self.cache.clear()
 
 
 def load_eval_set(vision_path: str | Path, text_path: str | Path, manifest_path: str | Path, *,
                   test_split: bool) -> EvalSet:
-    """Load one dataset's manifest and feature files; ``test_split`` evaluates only its ``test`` rows (a training
-    dataset), else every row."""
+    """Open one dataset's manifest and feature files; ``test_split`` evaluates only its ``test`` rows (a training
+    dataset), else every row. Headers, metadata and ``groups`` are checked here; layers are read lazily by
+    :meth:`EvalSet.features` (only the evaluated rows of the chosen layers)."""
     from .data import read_manifest
-    from .features import load_features
     from .pool import check_dataset_features
+    from .reader import open_features
 
     df, info = read_manifest(manifest_path)
-    fv = load_features(vision_path, modality="vision", manifest_sha256=info.manifest_sha256)
-    ft = load_features(text_path, modality="text", manifest_sha256=info.manifest_sha256)
+    fv = open_features(vision_path, modality="vision", manifest_sha256=info.manifest_sha256)
+    ft = open_features(text_path, modality="text", manifest_sha256=info.manifest_sha256)
     check_dataset_features(fv, ft, len(df), f"dataset {info.name}")
     rows = np.flatnonzero(df["split"].to_numpy() == "test") if test_split else np.arange(len(df))
     if len(rows) == 0:
@@ -266,19 +281,17 @@ def evaluate_set(aligner: Any, es: EvalSet, vision_layer: int, text_layer: int, 
 
     Undefined metrics (top-5 with fewer than 5 classes) are ``None`` (JSON has no NaN).
     """
-    if not (0 <= vision_layer < len(es.vision.layers) and 0 <= text_layer < len(es.text.layers)):
+    if not (0 <= vision_layer < es.vision.n_layers and 0 <= text_layer < es.text.n_layers):
         raise EvalDataError(f"dataset {es.name}: layers ({vision_layer}, {text_layer}) outside the features "
                             f"({es.vision.path}, {es.text.path})")
-    x = es.vision.layers[vision_layer][torch.as_tensor(es.image_rows, dtype=torch.long)]
-    y_all = es.text.layers[text_layer]
+    x, y = es.features(vision_layer, text_layer)
     out: dict[str, Any] = {"task": es.task, "n_images": len(es.image_rows), "test_split_only": es.test_split_only}
     if es.task == "zeroshot":
-        out.update(n_texts=int(y_all.shape[0]), n_classes=es.n_classes)
-        metrics = zero_shot_aligner(aligner, x, es.labels, y_all, es.text_groups, es.n_classes,
+        out.update(n_texts=int(y.shape[0]), n_classes=es.n_classes)
+        metrics = zero_shot_aligner(aligner, x, es.labels, y, es.text_groups, es.n_classes,
                                     raw_prototypes=raw_prototypes, batch_size=batch_size, device=device)
     else:
         out["n_texts"] = len(es.text_rows)
-        y = y_all[torch.as_tensor(es.text_rows, dtype=torch.long)]
         metrics = retrieval_aligner(aligner, x, y, es.text_image_index, duplicate_gallery=duplicate_gallery,
                                     batch_size=batch_size, device=device)
     out["metrics"] = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in metrics.items()}

@@ -30,6 +30,8 @@ ST_TO_NP: dict[str, np.dtype] = {v: k for k, v in ST_DTYPES.items()}
 _MAX_HEADER = 100 * 1024 * 1024
 # metadata key of the content checksum written by write_safetensors (sha256 of the canonical header + payload)
 CHECKSUM_KEY = "content_sha256"
+# metadata key of the per-tensor checksums: JSON {tensor name: sha256 of its raw bytes}, keys sorted
+TENSOR_CHECKSUM_KEY = "tensor_sha256"
 
 
 class FileFormatError(ValueError):
@@ -163,14 +165,17 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]
     Layout (the safetensors spec): 8-byte little-endian header length, JSON header padded with spaces to a multiple
     of 8, then the raw little-endian bytes of the tensors back to back. Same arrays + metadata = same bytes.
     """
-    if CHECKSUM_KEY in metadata:
-        raise ValueError(f"metadata key {CHECKSUM_KEY!r} is reserved for the writer's content checksum")
+    if CHECKSUM_KEY in metadata or TENSOR_CHECKSUM_KEY in metadata:
+        raise ValueError(f"metadata keys {CHECKSUM_KEY!r} / {TENSOR_CHECKSUM_KEY!r} are reserved for the writer's "
+                         f"checksums")
     arrays = {name: np.ascontiguousarray(a) for name, a in tensors.items()}
     for name, arr in arrays.items():
         if arr.dtype not in ST_DTYPES:
             raise TypeError(f"tensor {name!r}: dtype {arr.dtype} is not supported by the safetensors writer")
         arrays[name] = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
     shapes = {n: (a.dtype, a.shape) for n, a in arrays.items()}
+    per_tensor = {n: hashlib.sha256(memoryview(a.reshape(-1)).cast("B")).hexdigest() for n, a in arrays.items()}
+    metadata = {**metadata, TENSOR_CHECKSUM_KEY: tensor_checksums_json(per_tensor)}
     bare, order, _ = _header_dict(shapes, metadata)
 
     def payload() -> Iterator[memoryview]:
@@ -247,3 +252,46 @@ def verify_safetensors(path: str | os.PathLike, chunk: int = 1 << 20) -> tuple[d
         raise FileFormatError(f"{path}: corrupted file: its content does not match the checksum in metadata key "
                               f"{CHECKSUM_KEY!r}; delete the file and rerun the step that writes it")
     return header, start
+
+
+def tensor_checksums_json(digests: Mapping[str, str]) -> str:
+    """The value of metadata key ``tensor_sha256``: ``{tensor name: sha256 hex of its raw bytes}`` as sorted JSON.
+
+    Every writer of the package (this one and the streaming extraction writer) emits exactly this string, so that a
+    reader can check one tensor (:func:`verify_tensor`) without reading the rest of the file.
+    """
+    return json.dumps({str(k): str(v) for k, v in digests.items()}, sort_keys=True)
+
+
+def verify_tensor(path: str | os.PathLike, name: str, chunk: int = 1 << 20) -> None:
+    """Check one tensor's bytes against its entry in metadata ``tensor_sha256``, streaming only its byte range.
+
+    Memory is one ``chunk``; the other tensors of the file are not read. A file without ``tensor_sha256`` (written
+    before the key existed) falls back to the whole-file check :func:`verify_safetensors`. A mismatch, a missing
+    entry or a malformed key raises :class:`FileFormatError` naming the file and the tensor.
+    """
+    header, start = read_safetensors_header(path)
+    meta = header.get("__metadata__")
+    raw = meta.get(TENSOR_CHECKSUM_KEY) if isinstance(meta, dict) else None
+    if raw is None:
+        verify_safetensors(path, chunk)
+        return
+    try:
+        expected = json.loads(raw)[name]
+        lo, hi = (int(v) for v in header[name]["data_offsets"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise FileFormatError(f"{path}: metadata key {TENSOR_CHECKSUM_KEY!r} has no valid entry for tensor "
+                              f"{name!r} ({exc!r}); delete the file and rerun the step that writes it") from None
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        fh.seek(start + lo)
+        left = hi - lo
+        while left > 0:
+            block = fh.read(min(chunk, left))
+            if not block:
+                break
+            digest.update(block)
+            left -= len(block)
+    if digest.hexdigest() != expected:
+        raise FileFormatError(f"{path}: corrupted tensor {name!r}: its bytes do not match metadata key "
+                              f"{TENSOR_CHECKSUM_KEY!r}; delete the file and rerun the step that writes it")
