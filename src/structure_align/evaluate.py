@@ -22,6 +22,9 @@ import torch.nn.functional as F
 from .utils import resolve_device
 
 ArrayLike = torch.Tensor | np.ndarray | Sequence[int]
+# most similarity entries one retrieval block holds (2^26 float32 = 256 MiB): a COCO val2014 I2T block of 2048
+# images x 202k captions would be 1.6 GB (and a masked copy of it); galleries below 2^26 / chunk_size keep chunk_size
+SIM_BLOCK_ELEMENTS = 1 << 26
 
 
 def _as_float(x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
@@ -128,21 +131,23 @@ def retrieval(image_emb: torch.Tensor | np.ndarray, text_emb: torch.Tensor | np.
 
     # T2I: number of irrelevant gallery items above the correct image (weighted by copies in the released variant)
     t2i_rank = torch.empty(txt.shape[0])
-    for start in range(0, txt.shape[0], chunk_size):
-        s = txt[start:start + chunk_size] @ img.T
-        gt = idx[start:start + chunk_size]
+    chunk = _block_rows(chunk_size, img.shape[0])
+    for start in range(0, txt.shape[0], chunk):
+        s = txt[start:start + chunk] @ img.T
+        gt = idx[start:start + chunk]
         above = (s > s.gather(1, gt[:, None])).float()
-        t2i_rank[start:start + chunk_size] = above @ n_caps if duplicate_gallery else above.sum(dim=1)
+        t2i_rank[start:start + chunk] = above @ n_caps if duplicate_gallery else above.sum(dim=1)
 
     # I2T: queries are the images that have captions; the released variant weights each by its caption count
     queries = torch.nonzero(n_caps > 0).flatten()
     i2t_rank = torch.empty(queries.numel())
-    for start in range(0, queries.numel(), chunk_size):
-        q = queries[start:start + chunk_size]
+    chunk = _block_rows(chunk_size, txt.shape[0])
+    for start in range(0, queries.numel(), chunk):
+        q = queries[start:start + chunk]
         s = img[q] @ txt.T
         relevant = idx[None, :] == q[:, None]
         best = s.masked_fill(~relevant, -math.inf).max(dim=1).values
-        i2t_rank[start:start + chunk_size] = ((s > best[:, None]) & ~relevant).sum(dim=1).float()
+        i2t_rank[start:start + chunk] = ((s > best[:, None]) & ~relevant).sum(dim=1).float()
     weights = n_caps64[queries] if duplicate_gallery else torch.ones(queries.numel(), dtype=torch.float64)
 
     out: dict[str, float] = {}
@@ -153,6 +158,12 @@ def retrieval(image_emb: torch.Tensor | np.ndarray, text_emb: torch.Tensor | np.
     out["n_images"] = int(queries.numel())
     out["n_texts"] = int(txt.shape[0])
     return out
+
+
+def _block_rows(chunk_size: int, n_cols: int) -> int:
+    """Query rows per similarity block: ``chunk_size``, fewer when a block would exceed :data:`SIM_BLOCK_ELEMENTS`
+    (the ranks are per query row, so the block size does not change them)."""
+    return max(1, min(chunk_size, SIM_BLOCK_ELEMENTS // max(1, n_cols)))
 
 
 @torch.inference_mode()
