@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,7 +44,7 @@ from structure_align.config import load_params  # noqa: E402
 from structure_align.data.manifest import write_manifest  # noqa: E402
 from structure_align.data.registry import DatasetInfo  # noqa: E402
 from structure_align.features import FORMAT_VERSION, layer_key  # noqa: E402
-from structure_align.io import CHECKSUM_KEY, safetensors_header, tensor_checksums_json  # noqa: E402
+from structure_align.io import TENSOR_CHECKSUM_KEY, safetensors_header, tensor_checksums_json  # noqa: E402
 from structure_align.runs import RunSpec, Size, Variant, train_blocks  # noqa: E402
 
 GiB = 1 << 30
@@ -131,7 +132,13 @@ def _payload(n: int, dims: list[int], groups: np.ndarray | None, salt: int):
 
 def write_feature_file(path: Path, encoder: str, modality: str, n_layers: int, width: int, n: int,
                        groups: np.ndarray | None, info: DatasetInfo, salt: int) -> int:
-    """Stream one feature file (two passes over the generator: checksums, then bytes); returns its size."""
+    """Stream one feature file in one pass over the generator; returns its size.
+
+    The header is written first with placeholder digests of the final length, the payload streamed while each
+    tensor is hashed, then the header rewritten with the real ``tensor_sha256`` (same length, so no byte moves).
+    The whole-file ``content_sha256`` would need a second pass over ~50 GB; the steps check ``tensor_sha256``
+    (io.verify_tensor), which is what a file without ``content_sha256`` is read with here.
+    """
     dims = [width] * n_layers
     shapes = {layer_key(i): (np.dtype(np.float16), (n, width)) for i in range(n_layers)}
     if groups is not None:
@@ -141,26 +148,24 @@ def write_feature_file(path: Path, encoder: str, modality: str, n_layers: int, w
             "dataset": info.name, "manifest_sha256": info.manifest_sha256, "dtype": "float16", "n_rows": str(n),
             "n_layers": str(n_layers), "embed_dims": json.dumps(dims), "encoder_description": "bench_scale",
             "limit": ""}
-    digests: dict[str, hashlib._Hash] = {}
-    for name, data in _payload(n, dims, groups, salt):
-        digests.setdefault(name, hashlib.sha256()).update(data)
-    meta["tensor_sha256"] = tensor_checksums_json({k: d.hexdigest() for k, d in digests.items()})
-    bare, _, _ = safetensors_header(shapes, meta)
-    # the content checksum covers the canonical header (without itself) and the payload: io._content_digest
-    header = json.loads(bare[8:])
-    canonical = json.dumps(header, sort_keys=True, separators=(",", ":"))
-    content = hashlib.sha256(canonical.encode())
-    for _, data in _payload(n, dims, groups, salt):
-        content.update(data)
-    head, order2, size = safetensors_header(shapes, {**meta, CHECKSUM_KEY: content.hexdigest()})
-    if order2 != [*(["groups"] if groups is not None else []), *(layer_key(i) for i in range(n_layers))]:
-        raise RuntimeError(f"{path}: unexpected tensor order {order2[:3]}...")  # _payload yields this order
+    placeholder, order, size = safetensors_header(
+        shapes, {**meta, TENSOR_CHECKSUM_KEY: tensor_checksums_json({k: "0" * 64 for k in shapes})})
+    if order != [*(["groups"] if groups is not None else []), *(layer_key(i) for i in range(n_layers))]:
+        raise RuntimeError(f"{path}: unexpected tensor order {order[:3]}...")  # _payload yields this order
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
+    digests: dict[str, Any] = {}
     with open(tmp, "wb") as f:
-        f.write(head)
-        for _, data in _payload(n, dims, groups, salt):
+        f.write(placeholder)
+        for name, data in _payload(n, dims, groups, salt):
+            digests.setdefault(name, hashlib.sha256()).update(data)
             f.write(data)
+        head, _, _ = safetensors_header(
+            shapes, {**meta, TENSOR_CHECKSUM_KEY: tensor_checksums_json({k: d.hexdigest() for k, d in digests.items()})})
+        if len(head) != len(placeholder):
+            raise RuntimeError(f"{path}: header length changed ({len(placeholder)} -> {len(head)})")
+        f.seek(0)
+        f.write(head)
     os.replace(tmp, path)
     return len(head) + size
 
