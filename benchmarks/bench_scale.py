@@ -12,9 +12,10 @@ Then it runs, each as a fresh ``python -m structure_align <step>`` process exact
 ``score-layers`` on the pool, ONE ``train`` job (linear head, Similar layers, R_S, all of COCO train, validation on
 val2014 as in workflow/configs/paper.yaml; epochs capped by ``--epochs``, the memory is the real step's) and
 ``evaluate`` of that run on all nine sets. Peak RSS per process comes from ``os.wait4`` (the child's own
-``ru_maxrss``), wall time from the clock. Prints a table and writes JSON (default results/benchmarks/scale.json).
+``ru_maxrss``), wall time from the clock. Prints a table and writes JSON with ``--out``.
 
-    nice -n 10 .venv/bin/python benchmarks/bench_scale.py --scale 1.0     # ~50 GB under --workdir
+    make bench-scale     # = nice -n 10 .venv/bin/python benchmarks/bench_scale.py --scale 1.0 \
+                         #       --out results/benchmarks/scale.json   (~50 GB under --workdir, deleted after)
 """
 
 from __future__ import annotations
@@ -40,12 +41,12 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from structure_align.config import load_params  # noqa: E402
-from structure_align.data.manifest import write_manifest  # noqa: E402
-from structure_align.data.registry import DatasetInfo  # noqa: E402
-from structure_align.features import FORMAT_VERSION, layer_key  # noqa: E402
-from structure_align.io import TENSOR_CHECKSUM_KEY, safetensors_header, tensor_checksums_json  # noqa: E402
-from structure_align.runs import RunSpec, Size, Variant, train_blocks  # noqa: E402
+from structure_align.config import load_params
+from structure_align.data.manifest import write_manifest
+from structure_align.data.registry import DatasetInfo
+from structure_align.features import FORMAT_VERSION, layer_key
+from structure_align.io import TENSOR_CHECKSUM_KEY, safetensors_header, tensor_checksums_json
+from structure_align.runs import RunSpec, Size, Variant, train_blocks
 
 GiB = 1 << 30
 ENCODERS = {"vitl": ("dinov2-vitl14", 24, 1024), "vitg": ("dinov2-vitg14", 40, 1536)}
@@ -251,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-samples", type=int, default=None, help="override layers.n_samples (default: paper.yaml)")
     p.add_argument("--workdir", default=None, help="where the synthetic files go (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep --workdir afterwards")
-    p.add_argument("--out", default=str(ROOT / "results/benchmarks/scale.json"), help="JSON output ('' = none)")
+    p.add_argument("--out", default="", help="JSON output (make bench-scale: results/benchmarks/scale.json)")
     args = p.parse_args(argv)
     if not 0 < args.scale <= 1.0:
         p.error(f"--scale must be in (0, 1], got {args.scale}")

@@ -15,6 +15,8 @@ rule acquire:
     retries: 2
     resources:
         mirror=DOWNLOADS.get("mirror") or "",
+        # downloads and unpacking stream in bounded chunks: the interpreter's own memory
+        mem_mb=resources_mod.OVERHEAD_MB,
     params:
         pin=source_pin,
         downloads=source_downloads,
@@ -32,6 +34,8 @@ rule manifest:
         info=f"{RESULTS}/manifests/{{dataset}}.json",
     log:
         f"{RESULTS}/logs/manifest/{{dataset}}.log",
+    resources:
+        mem_mb=mem_manifest,
     params:
         config=manifest_config,
         images=f"{RESULTS}/images",
