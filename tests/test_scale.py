@@ -258,3 +258,8 @@ def test_bench_scale_peak_rss_does_not_grow_with_the_data(tmp_path: Path) -> Non
         grow = big["steps"][step]["peak_rss_mib"] - small["steps"][step]["peak_rss_mib"]
         assert grow < 128, (step, small["steps"][step], big["steps"][step])
     assert big["steps"]["train"]["n_train"] > small["steps"]["train"]["n_train"]
+
+
+def test_slurm_profile_leaves_memory_to_the_rules() -> None:
+    """No mem_mb in the Slurm profile: set-resources / default-resources would override the computed values."""
+    assert "mem_mb" not in re.sub(r"#.*", "", (ROOT / "workflow/profiles/slurm/config.yaml").read_text())
