@@ -36,7 +36,7 @@ MANIFEST_ROW_BYTES = 1024
 GROUP_ROW_BYTES = 128
 # feature extraction keeps an output of at most features.MEMMAP_BYTES in RAM (larger ones are memory-mapped)
 EXTRACT_OUTPUT_MB = 1024
-# encoder weights in RAM during extraction (float32 checkpoints as published: docs/paper-profile.md "Disk"); other
+# encoder weights in RAM during extraction (the hub checkpoints: docs/paper-profile.md "Memory and disk"); other
 # encoders (the offline default's small models) are counted with DEFAULT_WEIGHTS_MB
 WEIGHTS_MB = {"dinov2-vitg14": 4500, "dinov2-vitl14": 1200, "roberta-large": 1400, "clip": 1700}
 DEFAULT_WEIGHTS_MB = 512

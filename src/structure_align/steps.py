@@ -4,7 +4,8 @@ Each function is what one Snakemake rule family runs (through ``python -m struct
 notebook can call directly. They compose the library (pool, runs, train, evaluate, similarity, report), check their
 inputs before any heavy work, write every output atomically and raise the package's own errors. A train or
 evaluate job handles all seeds of one (encoder pair, variant, training size): the pool and the evaluation features
-are loaded once per job, and every run still gets its own directory.
+are opened once per job and read lazily, only the rows and layers a run uses (docs/design.md "Memory"), and every
+run still gets its own directory.
 """
 
 from __future__ import annotations
