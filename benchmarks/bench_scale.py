@@ -16,6 +16,7 @@ val2014 as in workflow/configs/paper.yaml; epochs capped by ``--epochs``, the me
 
     make bench-scale     # = nice -n 10 .venv/bin/python benchmarks/bench_scale.py --scale 1.0 \
                          #       --out results/benchmarks/scale.json   (~50 GB under --workdir, deleted after)
+    # rerun one step on kept files: --workdir DIR --keep, later --workdir DIR --reuse --steps evaluate --update
 """
 
 from __future__ import annotations
@@ -208,37 +209,43 @@ def run_step(name: str, args: list[str], log: Path) -> dict[str, float]:
     return row
 
 
-def run_steps(root: Path, params: dict, vision: str, epochs: int, n_samples: int | None) -> dict[str, dict]:
-    """score_layers, one train job and its evaluation, as the rules call them."""
+def run_steps(root: Path, params: dict, vision: str, epochs: int, n_samples: int | None,
+              which: tuple[str, ...] = ("score_layers", "train", "evaluate")) -> dict[str, dict]:
+    """score_layers, one train job and its evaluation, as the rules call them (``which``: a subset, on a kept
+    ``--workdir`` whose earlier steps' outputs exist)."""
     v_name, t_name = ENCODERS[vision][0], TEXT[0]
     coco = [str(root / "features/coco" / f"{e}.safetensors") for e in (v_name, t_name)]
     manifest = str(root / "manifests/coco.parquet")
     layers = dict(params["layers"], **({"n_samples": n_samples} if n_samples else {}))
     training = dict(params["training"], epochs=epochs, lr_finder=False)
     choice = root / "layers/choice.json"
-    out = {"score_layers": run_step("score_layers", [
-        "score-layers", "--vision-features", coco[0], "--text-features", coco[1], "--manifests", manifest,
-        "--scores-out", str(root / "layers/scores.csv"), "--choice-out", str(choice), "--threads", "2",
-        "--config", json.dumps({"layers": layers, "val_fraction": training["val_fraction"],
-                                "val_seed": training["val_seed"], "val_split": training["val_split"]})],
-        root / "score_layers.log")}
+    out: dict[str, dict] = {}
+    if "score_layers" in which:
+        out["score_layers"] = run_step("score_layers", [
+            "score-layers", "--vision-features", coco[0], "--text-features", coco[1], "--manifests", manifest,
+            "--scores-out", str(root / "layers/scores.csv"), "--choice-out", str(choice), "--threads", "2",
+            "--config", json.dumps({"layers": layers, "val_fraction": training["val_fraction"],
+                                    "val_seed": training["val_seed"], "val_split": training["val_split"]})],
+            root / "score_layers.log")
     variant = Variant.make("linear", "similar", params["structure"])
     spec = RunSpec(v_name, t_name, variant, Size("frac", 1.0), int(training["seeds"][0]))
     run = spec.dir(str(root / "runs"))
     config = {**params, "training": training, "layers": layers}
-    out["train"] = run_step("train", [
-        "train", "--runs", run, "--vision-features", coco[0], "--text-features", coco[1], "--manifests", manifest,
-        "--choice", str(choice), "--config", json.dumps(train_blocks(config, spec), sort_keys=True),
-        "--device", "cpu", "--threads", "2"], root / "train.log")
+    if "train" in which:
+        out["train"] = run_step("train", [
+            "train", "--runs", run, "--vision-features", coco[0], "--text-features", coco[1], "--manifests", manifest,
+            "--choice", str(choice), "--config", json.dumps(train_blocks(config, spec), sort_keys=True),
+            "--device", "cpu", "--threads", "2"], root / "train.log")
+        out["train"]["n_train"] = json.loads((Path(run) / "train.json").read_text())["n_train"]
     records = [{"name": d, "vision": str(root / "features" / d / f"{v_name}.safetensors"),
                 "text": str(root / "features" / d / f"{t_name}.safetensors"),
                 "manifest": str(root / "manifests" / f"{d}.parquet"), "test_split": d == "coco"}
                for d in ["coco"] + [s[0] for s in EVAL_SETS]]
-    out["evaluate"] = run_step("evaluate", [
-        "evaluate", "--runs", run, "--datasets", json.dumps(records), "--config",
-        json.dumps(params["evaluation"], sort_keys=True), "--device", "cpu", "--threads", "2"],
-        root / "evaluate.log")
-    out["train"]["n_train"] = json.loads((Path(run) / "train.json").read_text())["n_train"]
+    if "evaluate" in which:
+        out["evaluate"] = run_step("evaluate", [
+            "evaluate", "--runs", run, "--datasets", json.dumps(records), "--config",
+            json.dumps(params["evaluation"], sort_keys=True), "--device", "cpu", "--threads", "2"],
+            root / "evaluate.log")
     return out
 
 
@@ -252,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-samples", type=int, default=None, help="override layers.n_samples (default: paper.yaml)")
     p.add_argument("--workdir", default=None, help="where the synthetic files go (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep --workdir afterwards")
+    p.add_argument("--reuse", action="store_true", help="use the feature files already in --workdir (same scale)")
+    p.add_argument("--steps", default="score_layers,train,evaluate",
+                   help="comma-separated subset of the steps to run (later steps need the earlier ones' outputs)")
+    p.add_argument("--update", action="store_true",
+                   help="update the steps run here in an existing --out JSON (each step records its date)")
     p.add_argument("--out", default="", help="JSON output (make bench-scale: results/benchmarks/scale.json)")
     args = p.parse_args(argv)
     if not 0 < args.scale <= 1.0:
@@ -261,11 +273,23 @@ def main(argv: list[str] | None = None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     try:
         t0 = time.perf_counter()
-        print(f"writing synthetic features (scale {args.scale}, {args.vision}, captions {args.captions}) to {root}")
-        sizes = write_features(root, manifests(root, args.scale, args.captions), args.vision)
+        if args.reuse:
+            sizes = {str(f): f.stat().st_size for f in sorted(root.glob("features/*/*.safetensors"))}
+            print(f"reusing {len(sizes)} feature files in {root}")
+        else:
+            print(f"writing synthetic features (scale {args.scale}, {args.vision}, captions {args.captions}) to "
+                  f"{root}")
+            sizes = write_features(root, manifests(root, args.scale, args.captions), args.vision)
         write_s = time.perf_counter() - t0
         print(f"  {sum(sizes.values()) / GiB:.2f} GiB of features in {write_s:.0f} s")
-        steps = run_steps(root, params, args.vision, args.epochs, args.n_samples)
+        date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        steps = run_steps(root, params, args.vision, args.epochs, args.n_samples, tuple(args.steps.split(",")))
+        for row in steps.values():
+            row["date"] = date
+        old = json.loads(Path(args.out).read_text()) if args.update and args.out and Path(args.out).is_file() else {}
+        steps = {**old.get("steps", {}), **steps}
+        if args.reuse and "write_s" in old:
+            write_s = old["write_s"]
         result = {"scale": args.scale, "vision": ENCODERS[args.vision][0], "text": TEXT[0],
                   "captions": args.captions, "epochs": args.epochs,
                   "n_samples": args.n_samples or params["layers"]["n_samples"], "steps": steps,
@@ -275,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
                   "machine": {"cpus": os.cpu_count(), "mem_total_gib": round(os.sysconf("SC_PAGE_SIZE")
                                                                              * os.sysconf("SC_PHYS_PAGES") / GiB, 1),
                               "python": platform.python_version()},
-                  "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+                  "date": old.get("date", date)}
         print(f"{'step':<14}{'peak RSS (MiB)':>16}{'wall (s)':>10}")
         for name, row in steps.items():
             print(f"{name:<14}{row['peak_rss_mib']:>16.0f}{row['wall_s']:>10.1f}")
