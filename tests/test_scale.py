@@ -17,8 +17,13 @@ import torch
 from structure_align import reader as reader_mod
 from structure_align import resources
 from structure_align.features import FeatureFileError, layer_key, load_features
-from structure_align.io import (FileFormatError, TENSOR_CHECKSUM_KEY, read_safetensors_header, verify_tensor,
-                                write_safetensors)
+from structure_align.io import (
+    TENSOR_CHECKSUM_KEY,
+    FileFormatError,
+    read_safetensors_header,
+    verify_tensor,
+    write_safetensors,
+)
 from structure_align.reader import open_features
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,7 +144,7 @@ def test_file_without_tensor_checksums_falls_back_to_the_whole_file(tmp_path: Pa
 
     path = tmp_path / "old.safetensors"
     arrays = {"a": np.ones((3, 2), np.float32), "b": np.zeros((2, 2), np.float32)}
-    header_bytes, order, _ = io_mod.safetensors_header({k: (v.dtype, v.shape) for k, v in arrays.items()}, {})
+    _, order, _ = io_mod.safetensors_header({k: (v.dtype, v.shape) for k, v in arrays.items()}, {})
     bare, _, _ = io_mod._header_dict({k: (v.dtype, v.shape) for k, v in arrays.items()}, {})
     digest = io_mod._content_digest(bare, (arrays[n].tobytes() for n in order))
     head, _, _ = io_mod.safetensors_header({k: (v.dtype, v.shape) for k, v in arrays.items()},
@@ -157,7 +162,7 @@ def test_file_without_tensor_checksums_falls_back_to_the_whole_file(tmp_path: Pa
 
 def _rule_blocks(text: str) -> list[tuple[str, str]]:
     """``(rule name, body)`` of every rule in a .smk file (named rules and the generated ``rule:`` + ``name:``)."""
-    parts = re.split(r"^(\s*)rule\b", text, flags=re.M)
+    parts = re.split(r"^(\s*)rule\b", text, flags=re.MULTILINE)
     out = []
     for k in range(2, len(parts), 2):
         body = parts[k]
@@ -173,9 +178,9 @@ def test_every_rule_that_runs_a_job_declares_mem_mb() -> None:
     jobs, missing = [], []
     for f in files:
         for name, body in _rule_blocks(f.read_text()):
-            if re.search(r"^\s*(shell|run|script):", body, flags=re.M):
+            if re.search(r"^\s*(shell|run|script):", body, flags=re.MULTILINE):
                 jobs.append(name)
-                res = re.search(r"^\s*resources:\s*\n((?:\s{8,}.*\n)+)", body, flags=re.M)
+                res = re.search(r"^\s*resources:\s*\n((?:\s{8,}.*\n)+)", body, flags=re.MULTILINE)
                 if not res or "mem_mb=" not in res.group(1):
                     missing.append(f"{f.name}:{name}")
     assert len(jobs) >= 12, jobs
