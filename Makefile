@@ -12,7 +12,13 @@ CORES ?= all
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # every target runs Snakemake under an OS-level lock (flock): a second concurrent run is refused, a Snakemake lock
 # left by a killed run is recognised as stale and removed (workflow/scripts/snakemake-locked, docs/reliability.md)
-SNAKEMAKE := workflow/scripts/snakemake-locked --workflow-profile workflow/profiles/default --cores $(CORES)
+# memory: every rule declares mem_mb (structure_align.resources); Snakemake starts jobs only while their sum fits
+# MEM_MB, by default the memory available now (/proc/meminfo MemAvailable, MiB). --resources replaces the
+# profile's `resources:`, so gpu=1 (one GPU job at a time) is repeated here.
+MEM_MB ?= $(shell awk '/^MemAvailable:/ {print int($$2 / 1024)}' /proc/meminfo 2>/dev/null || echo 4096)
+RESOURCES := --resources gpu=1 mem_mb=$(MEM_MB)
+SNAKEMAKE := workflow/scripts/snakemake-locked --workflow-profile workflow/profiles/default --cores $(CORES) \
+	$(RESOURCES)
 SMOKE := --configfile workflow/configs/smoke.yaml
 # paper profile (GPU machine with internet): PAPER_VISION=dinov2-vitg14 selects the ViT-g/14 variant
 PAPER_VISION ?= dinov2-vitl14
@@ -20,13 +26,14 @@ PAPER_PROFILE ?= workflow/profiles/default
 # further config files merged after paper.yaml, e.g. workflow/configs/paper-coco-karpathy.yaml
 PAPER_EXTRA ?=
 PAPER := snakemake paper --workflow-profile $(PAPER_PROFILE) --cores $(CORES) \
+	$(if $(filter workflow/profiles/default,$(PAPER_PROFILE)),$(RESOURCES)) \
 	--config 'encoders={vision: [$(PAPER_VISION)], text: [roberta-large], all_vision: [], all_text: []}' \
 	--configfile workflow/configs/paper.yaml $(PAPER_EXTRA)
 DVC_REMOTE ?= $(CURDIR)/../structure-dvc-store
 REPORT ?= results/report.html
 
 .PHONY: help install reproduce reproduce-released reproduce-full reproduce-paper reproduce-paper-scaling paper-plan analysis report smoke features-all test test-unit mutation reliability lint \
-	bench gpu-check pull push remote lock dag clean-smoke
+	bench bench-scale gpu-check pull push remote lock dag clean-smoke
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -99,6 +106,10 @@ gpu-check: install  ## on one GPU, offline: paper architectures (random weights)
 
 bench: install  ## benchmark scripts under benchmarks/ (timings are measured there, never asserted in tests)
 	@for f in benchmarks/*.py; do [ -e "$$f" ] || continue; echo "== $$f"; $(PY) "$$f"; done
+
+SCALE ?= 1.0
+bench-scale: install  ## paper-scale memory/disk benchmark (SCALE=1.0: ~50 GB of synthetic features in a temp dir) -> results/benchmarks/scale.json
+	nice -n 10 $(PY) benchmarks/bench_scale.py --scale $(SCALE) --out results/benchmarks/scale.json
 
 remote:  ## configure a local DVC remote (DVC_REMOTE=/path, default ../structure-dvc-store) in .dvc/config.local
 	mkdir -p "$(DVC_REMOTE)"

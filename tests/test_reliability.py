@@ -41,7 +41,7 @@ from structure_align import steps
 from structure_align.data import SOURCES, acquire
 from structure_align.data.acquire import AcquireError
 from structure_align.data.registry import SourceSpec
-from structure_align.io import FileFormatError
+from structure_align.io import FileFormatError, read_safetensors_header
 from structure_align.runs import RunSpec, Size, Variant
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,12 +53,15 @@ RS = {"lambda": 10, "levels": 1, "tau": 0.05, "weighting": "none", "distance": "
 
 # ----------------------------------------------------------------------------------------------------- corruption
 
-def _corruptions(data: bytes, seed: int, n_flips: int = 6) -> list[tuple[str, bytes]]:
-    """Truncations (half, last byte) and single-bit flips at seeded offsets spread over the whole file."""
+def _corruptions(data: bytes, seed: int, n_flips: int = 6,
+                 spans: list[tuple[int, int]] | None = None) -> list[tuple[str, bytes]]:
+    """Truncations (half, last byte) and single-bit flips at seeded offsets spread over the whole file (or over
+    ``spans``, the byte ranges a step reads)."""
     rng = random.Random(seed)
     out = [("truncated to half", data[: len(data) // 2]), ("last byte cut", data[:-1])]
-    # one flip in the 8-byte length prefix / the header start, the others anywhere
-    offsets = [rng.randrange(0, 16)] + [rng.randrange(0, len(data)) for _ in range(n_flips - 1)]
+    spans = spans or [(0, len(data))]
+    # one flip in the 8-byte length prefix / the header start, the others anywhere (in the spans)
+    offsets = [rng.randrange(0, 16)] + [rng.randrange(*rng.choice(spans)) for _ in range(n_flips - 1)]
     for off in offsets:
         flipped = bytearray(data)
         flipped[off] ^= 1 << rng.randrange(8)
@@ -88,11 +91,19 @@ def _outputs(runs: list[Path], *names: str) -> list[Path]:
     return [run / name for run in runs for name in names if (run / name).exists()]
 
 
-def _each_corruption(path: Path, seed: int, call: Callable[[], None], runs: list[Path], outputs: tuple[str, ...]):
+def _read_spans(path: Path, tensors: list[str]) -> list[tuple[int, int]]:
+    """Byte ranges of a safetensors file a lazy reader touches: the header and the named tensors."""
+    header, start = read_safetensors_header(path)
+    return [(0, start)] + [(start + header[t]["data_offsets"][0], start + header[t]["data_offsets"][1])
+                           for t in tensors]
+
+
+def _each_corruption(path: Path, seed: int, call: Callable[[], None], runs: list[Path], outputs: tuple[str, ...],
+                     spans: list[tuple[int, int]] | None = None):
     """Corrupt ``path`` every way of :func:`_corruptions`; ``call`` must raise naming it and write no output."""
     good = path.read_bytes()
     try:
-        for label, data in _corruptions(good, seed):
+        for label, data in _corruptions(good, seed, spans=spans):
             path.write_bytes(data)
             with pytest.raises((FileFormatError, ValueError)) as err:
                 call()
@@ -103,11 +114,16 @@ def _each_corruption(path: Path, seed: int, call: Callable[[], None], runs: list
 
 
 def test_corrupted_feature_file_is_refused_before_training(toy_data: ToyData) -> None:
+    """A corruption of the bytes the train step reads (header, its layer pair, ``groups``) is refused; the step reads
+    nothing else (per-tensor checksums, docs/reliability.md "Corruption")."""
     choice = _score(toy_data)
     runs = _runs(toy_data)
+    pick = json.loads(choice.read_text())["similar"]
+    read = {"vision": [f"layer_{pick['vision_layer']:03d}"], "text": [f"layer_{pick['text_layer']:03d}", "groups"]}
     for i, modality in enumerate(("vision", "text")):
-        _each_corruption(toy_data.features("toypairs", modality), 10 + i, lambda: _train(toy_data, runs, choice),
-                         runs, ("heads.safetensors", "train.json"))
+        path = toy_data.features("toypairs", modality)
+        _each_corruption(path, 10 + i, lambda: _train(toy_data, runs, choice), runs,
+                         ("heads.safetensors", "train.json"), spans=_read_spans(path, read[modality]))
     _train(toy_data, runs, choice)  # the restored files train
     assert len(_outputs(runs, "heads.safetensors", "train.json")) == 4
 

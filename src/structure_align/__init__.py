@@ -48,6 +48,7 @@ _EXPORTS: dict[str, str] = {
     "lr_find": "train",
     "subsample_pairs": "pool",
     "load_pair_pool": "pool",
+    "open_pair_pool": "pool",
     "validation_split": "pool",
     "RunSpec": "runs",
     "Variant": "runs",
@@ -76,6 +77,8 @@ _EXPORTS: dict[str, str] = {
     "FeatureFileError": "features",
     "FeatureSet": "features",
     "feature_file_info": "features",
+    "open_features": "reader",
+    "FeatureReader": "reader",
     # workflow parameters
     "check_params": "config",
     "load_params": "config",

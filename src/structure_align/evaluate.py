@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,9 @@ import torch.nn.functional as F
 from .utils import resolve_device
 
 ArrayLike = torch.Tensor | np.ndarray | Sequence[int]
+# most similarity entries one retrieval block holds (2^26 float32 = 256 MiB): a COCO val2014 I2T block of 2048
+# images x 202k captions would be 1.6 GB (and a masked copy of it); galleries below 2^26 / chunk_size keep chunk_size
+SIM_BLOCK_ELEMENTS = 1 << 26
 
 
 def _as_float(x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
@@ -128,21 +131,23 @@ def retrieval(image_emb: torch.Tensor | np.ndarray, text_emb: torch.Tensor | np.
 
     # T2I: number of irrelevant gallery items above the correct image (weighted by copies in the released variant)
     t2i_rank = torch.empty(txt.shape[0])
-    for start in range(0, txt.shape[0], chunk_size):
-        s = txt[start:start + chunk_size] @ img.T
-        gt = idx[start:start + chunk_size]
+    chunk = _block_rows(chunk_size, img.shape[0])
+    for start in range(0, txt.shape[0], chunk):
+        s = txt[start:start + chunk] @ img.T
+        gt = idx[start:start + chunk]
         above = (s > s.gather(1, gt[:, None])).float()
-        t2i_rank[start:start + chunk_size] = above @ n_caps if duplicate_gallery else above.sum(dim=1)
+        t2i_rank[start:start + chunk] = above @ n_caps if duplicate_gallery else above.sum(dim=1)
 
     # I2T: queries are the images that have captions; the released variant weights each by its caption count
     queries = torch.nonzero(n_caps > 0).flatten()
     i2t_rank = torch.empty(queries.numel())
-    for start in range(0, queries.numel(), chunk_size):
-        q = queries[start:start + chunk_size]
+    chunk = _block_rows(chunk_size, txt.shape[0])
+    for start in range(0, queries.numel(), chunk):
+        q = queries[start:start + chunk]
         s = img[q] @ txt.T
         relevant = idx[None, :] == q[:, None]
         best = s.masked_fill(~relevant, -math.inf).max(dim=1).values
-        i2t_rank[start:start + chunk_size] = ((s > best[:, None]) & ~relevant).sum(dim=1).float()
+        i2t_rank[start:start + chunk] = ((s > best[:, None]) & ~relevant).sum(dim=1).float()
     weights = n_caps64[queries] if duplicate_gallery else torch.ones(queries.numel(), dtype=torch.float64)
 
     out: dict[str, float] = {}
@@ -153,6 +158,12 @@ def retrieval(image_emb: torch.Tensor | np.ndarray, text_emb: torch.Tensor | np.
     out["n_images"] = int(queries.numel())
     out["n_texts"] = int(txt.shape[0])
     return out
+
+
+def _block_rows(chunk_size: int, n_cols: int) -> int:
+    """Query rows per similarity block: ``chunk_size``, fewer when a block would exceed :data:`SIM_BLOCK_ELEMENTS`
+    (the ranks are per query row, so the block size does not change them)."""
+    return max(1, min(chunk_size, SIM_BLOCK_ELEMENTS // max(1, n_cols)))
 
 
 @torch.inference_mode()
@@ -228,19 +239,34 @@ class EvalSet:
     text_rows: np.ndarray | None = None
     text_groups: np.ndarray | None = None
     text_image_index: np.ndarray | None = None
+    cache: dict[tuple[str, int], torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def features(self, vision_layer: int, text_layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(image rows at vision_layer, evaluated text rows at text_layer)``, read once and kept until
+        :meth:`release` (the runs of a job mostly share their layers)."""
+        if ("v", vision_layer) not in self.cache:
+            self.cache["v", vision_layer] = self.vision.read(vision_layer, self.image_rows)
+        if ("t", text_layer) not in self.cache:
+            self.cache["t", text_layer] = self.text.read(text_layer, self.text_rows)
+        return self.cache["v", vision_layer], self.cache["t", text_layer]
+
+    def release(self) -> None:
+        """Drop the layers read so far (the next dataset of a job does not stack on this one)."""
+        self.cache.clear()
 
 
 def load_eval_set(vision_path: str | Path, text_path: str | Path, manifest_path: str | Path, *,
                   test_split: bool) -> EvalSet:
-    """Load one dataset's manifest and feature files; ``test_split`` evaluates only its ``test`` rows (a training
-    dataset), else every row."""
+    """Open one dataset's manifest and feature files; ``test_split`` evaluates only its ``test`` rows (a training
+    dataset), else every row. Headers, metadata and ``groups`` are checked here; layers are read lazily by
+    :meth:`EvalSet.features` (only the evaluated rows of the chosen layers)."""
     from .data import read_manifest
-    from .features import load_features
     from .pool import check_dataset_features
+    from .reader import open_features
 
     df, info = read_manifest(manifest_path)
-    fv = load_features(vision_path, modality="vision", manifest_sha256=info.manifest_sha256)
-    ft = load_features(text_path, modality="text", manifest_sha256=info.manifest_sha256)
+    fv = open_features(vision_path, modality="vision", manifest_sha256=info.manifest_sha256)
+    ft = open_features(text_path, modality="text", manifest_sha256=info.manifest_sha256)
     check_dataset_features(fv, ft, len(df), f"dataset {info.name}")
     rows = np.flatnonzero(df["split"].to_numpy() == "test") if test_split else np.arange(len(df))
     if len(rows) == 0:
@@ -266,19 +292,17 @@ def evaluate_set(aligner: Any, es: EvalSet, vision_layer: int, text_layer: int, 
 
     Undefined metrics (top-5 with fewer than 5 classes) are ``None`` (JSON has no NaN).
     """
-    if not (0 <= vision_layer < len(es.vision.layers) and 0 <= text_layer < len(es.text.layers)):
+    if not (0 <= vision_layer < es.vision.n_layers and 0 <= text_layer < es.text.n_layers):
         raise EvalDataError(f"dataset {es.name}: layers ({vision_layer}, {text_layer}) outside the features "
                             f"({es.vision.path}, {es.text.path})")
-    x = es.vision.layers[vision_layer][torch.as_tensor(es.image_rows, dtype=torch.long)]
-    y_all = es.text.layers[text_layer]
+    x, y = es.features(vision_layer, text_layer)
     out: dict[str, Any] = {"task": es.task, "n_images": len(es.image_rows), "test_split_only": es.test_split_only}
     if es.task == "zeroshot":
-        out.update(n_texts=int(y_all.shape[0]), n_classes=es.n_classes)
-        metrics = zero_shot_aligner(aligner, x, es.labels, y_all, es.text_groups, es.n_classes,
+        out.update(n_texts=int(y.shape[0]), n_classes=es.n_classes)
+        metrics = zero_shot_aligner(aligner, x, es.labels, y, es.text_groups, es.n_classes,
                                     raw_prototypes=raw_prototypes, batch_size=batch_size, device=device)
     else:
         out["n_texts"] = len(es.text_rows)
-        y = y_all[torch.as_tensor(es.text_rows, dtype=torch.long)]
         metrics = retrieval_aligner(aligner, x, y, es.text_image_index, duplicate_gallery=duplicate_gallery,
                                     batch_size=batch_size, device=device)
     out["metrics"] = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in metrics.items()}

@@ -32,6 +32,8 @@ ST_TO_NP: dict[str, np.dtype] = {v: k for k, v in ST_DTYPES.items()}
 _MAX_HEADER = 100 * 1024 * 1024
 # metadata key of the content checksum written by write_safetensors (sha256 of the canonical header + payload)
 CHECKSUM_KEY = "content_sha256"
+# metadata key of the per-tensor checksums: JSON {tensor name: sha256 of its raw bytes}, keys sorted
+TENSOR_CHECKSUM_KEY = "tensor_sha256"
 
 
 class FileFormatError(ValueError):
@@ -184,8 +186,6 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]
 # incremental safetensors writer (docs/encoders.md "Feature file": reserved header, rows written in place)
 # ---------------------------------------------------------------------------------------------------------------
 
-# metadata key of the per-tensor checksums: json.dumps({tensor name: sha256 hex of its raw bytes}, sort_keys=True)
-TENSOR_CHECKSUM_KEY = "tensor_sha256"
 _HEX_PLACEHOLDER = "0" * 64
 
 
@@ -193,7 +193,7 @@ def _checksummed_header(specs: Mapping[str, tuple[np.dtype, tuple[int, ...]]], m
                         tensor_sha: Mapping[str, str], content_sha: str) -> bytes:
     """The serialised header with both checksum keys (their hex strings have a fixed length, so the header length
     does not depend on the values: it can be reserved before any tensor byte is known)."""
-    meta = {**metadata, TENSOR_CHECKSUM_KEY: json.dumps(dict(tensor_sha), sort_keys=True), CHECKSUM_KEY: content_sha}
+    meta = {**metadata, TENSOR_CHECKSUM_KEY: tensor_checksums_json(tensor_sha), CHECKSUM_KEY: content_sha}
     head, _, _ = safetensors_header(specs, meta)
     return head
 
@@ -279,7 +279,7 @@ class SafetensorsFileWriter:
                 for block in self._chunks(f, *self.offsets[name], chunk):
                     digest.update(block)
                 tensor_sha[name] = digest.hexdigest()
-            meta = {**self.metadata, TENSOR_CHECKSUM_KEY: json.dumps(tensor_sha, sort_keys=True)}
+            meta = {**self.metadata, TENSOR_CHECKSUM_KEY: tensor_checksums_json(tensor_sha)}
             bare, _, _ = _header_dict(self.specs, meta)
             content = _content_digest(bare, self._chunks(f, 0, self.payload_size, chunk))
             head = _checksummed_header(self.specs, self.metadata, tensor_sha, content)
@@ -354,3 +354,46 @@ def verify_safetensors(path: str | os.PathLike, chunk: int = 1 << 20) -> tuple[d
         raise FileFormatError(f"{path}: corrupted file: its content does not match the checksum in metadata key "
                               f"{CHECKSUM_KEY!r}; delete the file and rerun the step that writes it")
     return header, start
+
+
+def tensor_checksums_json(digests: Mapping[str, str]) -> str:
+    """The value of metadata key ``tensor_sha256``: ``{tensor name: sha256 hex of its raw bytes}`` as sorted JSON.
+
+    Every writer of the package (this one and the streaming extraction writer) emits exactly this string, so that a
+    reader can check one tensor (:func:`verify_tensor`) without reading the rest of the file.
+    """
+    return json.dumps({str(k): str(v) for k, v in digests.items()}, sort_keys=True)
+
+
+def verify_tensor(path: str | os.PathLike, name: str, chunk: int = 1 << 20) -> None:
+    """Check one tensor's bytes against its entry in metadata ``tensor_sha256``, streaming only its byte range.
+
+    Memory is one ``chunk``; the other tensors of the file are not read. A file without ``tensor_sha256`` (written
+    before the key existed) falls back to the whole-file check :func:`verify_safetensors`. A mismatch, a missing
+    entry or a malformed key raises :class:`FileFormatError` naming the file and the tensor.
+    """
+    header, start = read_safetensors_header(path)
+    meta = header.get("__metadata__")
+    raw = meta.get(TENSOR_CHECKSUM_KEY) if isinstance(meta, dict) else None
+    if raw is None:
+        verify_safetensors(path, chunk)
+        return
+    try:
+        expected = json.loads(raw)[name]
+        lo, hi = (int(v) for v in header[name]["data_offsets"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise FileFormatError(f"{path}: metadata key {TENSOR_CHECKSUM_KEY!r} has no valid entry for tensor "
+                              f"{name!r} ({exc!r}); delete the file and rerun the step that writes it") from None
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        fh.seek(start + lo)
+        left = hi - lo
+        while left > 0:
+            block = fh.read(min(chunk, left))
+            if not block:
+                break
+            digest.update(block)
+            left -= len(block)
+    if digest.hexdigest() != expected:
+        raise FileFormatError(f"{path}: corrupted tensor {name!r}: its bytes do not match metadata key "
+                              f"{TENSOR_CHECKSUM_KEY!r}; delete the file and rerun the step that writes it")

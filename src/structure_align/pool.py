@@ -42,6 +42,16 @@ class PairPool:
         """Number of pairs."""
         return int(self.vision_layers[0].shape[0])
 
+    def vision(self, layer: int, rows: np.ndarray | None = None) -> torch.Tensor:
+        """Vision features of pool rows ``rows`` (all when None) at ``layer`` (the :class:`LazyPairPool` API)."""
+        t = self.vision_layers[layer]
+        return t if rows is None else t[torch.as_tensor(np.asarray(rows), dtype=torch.long)]
+
+    def text(self, layer: int, rows: np.ndarray | None = None) -> torch.Tensor:
+        """Text features of pool rows ``rows`` (all when None) at ``layer`` (the :class:`LazyPairPool` API)."""
+        t = self.text_layers[layer]
+        return t if rows is None else t[torch.as_tensor(np.asarray(rows), dtype=torch.long)]
+
 
 def _require_files(paths: Sequence[str | Path], what: str) -> None:
     missing = [str(p) for p in paths if not Path(p).is_file()]
@@ -50,10 +60,13 @@ def _require_files(paths: Sequence[str | Path], what: str) -> None:
 
 
 def check_dataset_features(fv: Any, ft: Any, n_rows: int, where: str) -> None:
-    """Vision features have one row per manifest row; text features carry a ``groups`` tensor per text row."""
-    if fv.layers[0].shape[0] != n_rows:
-        raise PoolError(f"{where}: vision features have {fv.layers[0].shape[0]} rows, manifest has {n_rows}")
-    if ft.groups is None or ft.groups.shape[0] != ft.layers[0].shape[0]:
+    """Vision features have one row per manifest row; text features carry a ``groups`` tensor per text row.
+
+    ``fv`` / ``ft`` are :class:`~structure_align.features.FeatureSet` or :class:`~structure_align.reader.FeatureReader`.
+    """
+    if fv.n_rows != n_rows:
+        raise PoolError(f"{where}: vision features have {fv.n_rows} rows, manifest has {n_rows}")
+    if ft.groups is None or ft.groups.shape[0] != ft.n_rows:
         raise PoolError(f"{where}: text features lack a 'groups' tensor matching their rows")
 
 
@@ -66,43 +79,101 @@ def first_caption_rows(groups: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray
     return np.asarray(kept, dtype=np.int64), np.asarray([first_text[r] for r in kept], dtype=np.int64)
 
 
-def load_pair_pool(vision_paths: Sequence[str | Path], text_paths: Sequence[str | Path],
-                   manifest_paths: Sequence[str | Path], split: str = "train") -> PairPool:
-    """Load the training pool: rows of ``split``, each image with its first caption, datasets concatenated.
+@dataclass
+class LazyPairPool:
+    """The training pool as row indices into lazily opened feature files (no layer is held in memory).
+
+    Pool row r belongs to dataset k with ``offsets[k] <= r < offsets[k + 1]``; its image is row
+    ``vision_rows[k][r - offsets[k]]`` of that dataset's vision file and its caption row ``text_rows[k][...]`` of the
+    text file. :meth:`vision` / :meth:`text` read only the asked pool rows of one layer (docs/design.md "Memory").
+    """
+
+    vision_readers: list[Any]
+    text_readers: list[Any]
+    vision_rows: list[np.ndarray]
+    text_rows: list[np.ndarray]
+    vision_layer_names: list[str]
+    text_layer_names: list[str]
+    datasets: list[str]
+    counts: dict[str, int]
+
+    @property
+    def n(self) -> int:
+        """Number of pairs."""
+        return int(sum(len(r) for r in self.vision_rows))
+
+    def _read(self, readers: list[Any], file_rows: list[np.ndarray], layer: int,
+              rows: np.ndarray | None) -> torch.Tensor:
+        """Float32 rows ``rows`` (pool indices, any order; all when None) of ``layer``, dataset by dataset."""
+        rows = np.arange(self.n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
+        if rows.size and (int(rows.min()) < 0 or int(rows.max()) >= self.n):
+            raise PoolError(f"training pool: rows outside the {self.n} pairs")
+        out = torch.empty((len(rows), readers[0].embed_dims[layer]), dtype=torch.float32)
+        offset = 0
+        for reader, frows in zip(readers, file_rows):
+            sel = np.flatnonzero((rows >= offset) & (rows < offset + len(frows)))
+            if len(sel):
+                out[torch.as_tensor(sel)] = reader.read(layer, frows[rows[sel] - offset])
+            offset += len(frows)
+        return out
+
+    def vision(self, layer: int, rows: np.ndarray | None = None) -> torch.Tensor:
+        """Vision features ``[len(rows), d]`` of pool rows ``rows`` at ``layer``."""
+        return self._read(self.vision_readers, self.vision_rows, layer, rows)
+
+    def text(self, layer: int, rows: np.ndarray | None = None) -> torch.Tensor:
+        """Text features (first captions) ``[len(rows), d]`` of pool rows ``rows`` at ``layer``."""
+        return self._read(self.text_readers, self.text_rows, layer, rows)
+
+
+def open_pair_pool(vision_paths: Sequence[str | Path], text_paths: Sequence[str | Path],
+                   manifest_paths: Sequence[str | Path], split: str = "train") -> LazyPairPool:
+    """Open the training pool lazily: rows of ``split``, each image with its first caption, datasets concatenated.
 
     Vision rows are manifest rows; text rows follow ``dataset_texts`` and ``groups`` maps each caption to its row,
     so the first caption of row r is the first text row with ``groups == r``. Images without a caption are skipped.
+    Headers, metadata and ``groups`` are checked here; no layer is read.
     """
     from .data import read_manifest
-    from .features import load_features
+    from .reader import open_features
 
     if not len(vision_paths) == len(text_paths) == len(manifest_paths):
         raise PoolError(f"training pool: one vision file, text file and manifest per dataset, got "
                         f"{len(vision_paths)}, {len(text_paths)}, {len(manifest_paths)}")
     _require_files([*vision_paths, *text_paths, *manifest_paths], "training pool")
-    v_parts, t_parts, datasets, counts = [], [], [], {}
-    v_names: list[str] | None = None
-    t_names: list[str] | None = None
+    pool = LazyPairPool([], [], [], [], [], [], [], {})
     for vp, tp, mp in zip(vision_paths, text_paths, manifest_paths):
         df, info = read_manifest(mp)
-        fv = load_features(vp, modality="vision", manifest_sha256=info.manifest_sha256)
-        ft = load_features(tp, modality="text", manifest_sha256=info.manifest_sha256)
+        fv = open_features(vp, modality="vision", manifest_sha256=info.manifest_sha256)
+        ft = open_features(tp, modality="text", manifest_sha256=info.manifest_sha256)
         check_dataset_features(fv, ft, len(df), f"dataset {info.name}")
         v_idx, t_idx = first_caption_rows(ft.groups.numpy(), np.flatnonzero(df["split"].to_numpy() == split))
         if len(v_idx) == 0:
             raise PoolError(f"dataset {info.name} ({mp}): no {split!r} rows with a caption")
-        if v_names is None:
-            v_names, t_names = list(fv.layer_names), list(ft.layer_names)
-        elif list(fv.layer_names) != v_names or list(ft.layer_names) != t_names:
+        if not pool.datasets:
+            pool.vision_layer_names, pool.text_layer_names = list(fv.layer_names), list(ft.layer_names)
+        elif (list(fv.layer_names) != pool.vision_layer_names or list(ft.layer_names) != pool.text_layer_names
+              or fv.embed_dims != pool.vision_readers[0].embed_dims
+              or ft.embed_dims != pool.text_readers[0].embed_dims):
             raise PoolError(f"dataset {info.name}: layer names differ from the first dataset's ({vp}, {tp})")
-        v_parts.append([layer[torch.as_tensor(v_idx)] for layer in fv.layers])
-        t_parts.append([layer[torch.as_tensor(t_idx)] for layer in ft.layers])
-        datasets.append(info.name)
-        counts[info.name] = len(v_idx)
-    vision = [torch.cat([p[i] for p in v_parts]) for i in range(len(v_parts[0]))]
-    text = [torch.cat([p[j] for p in t_parts]) for j in range(len(t_parts[0]))]
-    log.info("training pool: %d pairs from %s", vision[0].shape[0], counts)
-    return PairPool(vision, text, v_names or [], t_names or [], datasets, counts)
+        pool.vision_readers.append(fv)
+        pool.text_readers.append(ft)
+        pool.vision_rows.append(v_idx)
+        pool.text_rows.append(t_idx)
+        pool.datasets.append(info.name)
+        pool.counts[info.name] = len(v_idx)
+    log.info("training pool: %d pairs from %s", pool.n, pool.counts)
+    return pool
+
+
+def load_pair_pool(vision_paths: Sequence[str | Path], text_paths: Sequence[str | Path],
+                   manifest_paths: Sequence[str | Path], split: str = "train") -> PairPool:
+    """The training pool of :func:`open_pair_pool` with every layer read into memory (analysis and tests; the
+    workflow's steps read only what they use through the lazy pool)."""
+    lazy = open_pair_pool(vision_paths, text_paths, manifest_paths, split)
+    return PairPool([lazy.vision(i) for i in range(len(lazy.vision_layer_names))],
+                    [lazy.text(j) for j in range(len(lazy.text_layer_names))],
+                    lazy.vision_layer_names, lazy.text_layer_names, lazy.datasets, lazy.counts)
 
 
 def validation_split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

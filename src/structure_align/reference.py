@@ -58,7 +58,7 @@ def evaluate_reference(datasets: Sequence[Mapping[str, Any]], *, evaluation: Map
     results = {}
     for d in datasets:
         es = load_eval_set(d["vision"], d["text"], d["manifest"], test_split=bool(d["test_split"]))
-        results[d["name"]] = evaluate_set(aligner, es, len(es.vision.layers) - 1, len(es.text.layers) - 1,
+        results[d["name"]] = evaluate_set(aligner, es, es.vision.n_layers - 1, es.text.n_layers - 1,
                                           duplicate_gallery=bool(evaluation["duplicate_gallery"]),
                                           batch_size=int(evaluation["batch_size"]), device=dev)
         log.info("reference %s %s: %s", label, d["name"], results[d["name"]]["metrics"])

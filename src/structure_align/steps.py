@@ -4,7 +4,8 @@ Each function is what one Snakemake rule family runs (through ``python -m struct
 notebook can call directly. They compose the library (pool, runs, train, evaluate, similarity, report), check their
 inputs before any heavy work, write every output atomically and raise the package's own errors. A train or
 evaluate job handles all seeds of one (encoder pair, variant, training size): the pool and the evaluation features
-are loaded once per job, and every run still gets its own directory.
+are opened once per job and read lazily, only the rows and layers a run uses (docs/design.md "Memory"), and every
+run still gets its own directory.
 """
 
 from __future__ import annotations
@@ -33,18 +34,16 @@ def score_layers(vision_paths: Sequence[str], text_paths: Sequence[str], manifes
     on the datasets' test split) leaves the whole pool as the training part. Returns the choice record.
     """
     import numpy as np
-    import torch
 
-    from .pool import load_pair_pool, validation_split
+    from .pool import open_pair_pool, validation_split
     from .report import write_layer_scores
     from .similarity import choose_layers, layer_scores, score_subsample
 
-    pool = load_pair_pool(vision_paths, text_paths, manifests)
+    pool = open_pair_pool(vision_paths, text_paths, manifests)
     train_rows = (np.arange(pool.n) if val_split == "test" else validation_split(pool.n, val_fraction, val_seed)[0])
     rows = train_rows[score_subsample(len(train_rows), int(layers["n_samples"]), seed=int(layers["seed"]))]
-    idx = torch.as_tensor(rows, dtype=torch.long)
-    scores = layer_scores([v[idx] for v in pool.vision_layers], [t[idx] for t in pool.text_layers], k=layers["k"],
-                          metric=layers["metric"], progress=True)
+    # only the <= n_samples scored rows are read, one layer at a time (n_samples x sum(d) floats in all)
+    scores = layer_scores(*_subsample_layers(pool, rows), k=layers["k"], metric=layers["metric"], progress=True)
     write_layer_scores(scores_out, scores, pool.vision_layer_names, pool.text_layer_names)
     choice: dict[str, Any] = {"metric": layers["metric"], "k": layers["k"], "n_rows": len(rows),
                               "seed": int(layers["seed"]), "datasets": pool.datasets}
@@ -82,7 +81,7 @@ def train_runs(run_dirs: Sequence[str | Path], params: Mapping[str, Any], vision
     """
     import numpy as np
 
-    from .pool import load_pair_pool, run_rows
+    from .pool import open_pair_pool, run_rows
     from .runs import RunSpec, train_config
     from .train import train_heads
     from .utils import resolve_device
@@ -91,13 +90,13 @@ def train_runs(run_dirs: Sequence[str | Path], params: Mapping[str, Any], vision
     configs = [train_config(params, spec) for spec in specs]  # a bad value fails before any feature is read
     choice = read_json(choice_path, "layer choice")
     layers_cfg = params.get("layers") or {"scope": "pool"}
-    pool = load_pair_pool(vision_paths, text_paths, manifests)
+    pool = open_pair_pool(vision_paths, text_paths, manifests)
     dev = resolve_device(device)
     training = params["training"]
     scored: dict[bytes, tuple[int, int, float]] = {}
     val_split = str(training.get("val_split", "pool"))
     # validation on the training datasets' test split (COCO val2014 as released) instead of a part of the pool
-    val_pool = load_pair_pool(vision_paths, text_paths, manifests, split="test") if val_split == "test" else pool
+    val_pool = open_pair_pool(vision_paths, text_paths, manifests, split="test") if val_split == "test" else pool
     for run_dir, spec, cfg in zip(run_dirs, specs, configs):
         start = time.perf_counter()
         sub, val_rows = run_rows(pool.n, spec.size, spec.seed, float(training["val_fraction"]),
@@ -112,14 +111,14 @@ def train_runs(run_dirs: Sequence[str | Path], params: Mapping[str, Any], vision
         else:
             i, j = layer_pair(spec.variant.layers, choice, str(choice_path))
             score = None
-        if i >= len(pool.vision_layers) or j >= len(pool.text_layers):
+        if i >= len(pool.vision_layer_names) or j >= len(pool.text_layer_names):
             raise StepError(f"{choice_path}: layer pair ({i}, {j}) is outside the features "
-                            f"({len(pool.vision_layers)} x {len(pool.text_layers)} layers)")
-        x_all, y_all = pool.vision_layers[i], pool.text_layers[j]
+                            f"({len(pool.vision_layer_names)} x {len(pool.text_layer_names)} layers)")
         log.info("run %s: layers (%s, %s), n_train=%d, n_val=%d", run_dir, pool.vision_layer_names[i],
                  pool.text_layer_names[j], len(sub), len(val_rows))
-        x_val, y_val = val_pool.vision_layers[i][val_rows], val_pool.text_layers[j][val_rows]
-        x_train, y_train, added = _with_in_domain(params, x_all[sub], y_all[sub], i, j, spec.seed)
+        # only this run's rows at its layer pair are read (docs/design.md "Memory")
+        x_val, y_val = val_pool.vision(i, val_rows), val_pool.text(j, val_rows)
+        x_train, y_train, added = _with_in_domain(params, pool.vision(i, sub), pool.text(j, sub), i, j, spec.seed)
         result = train_heads(x_train, y_train, x_val, y_val, cfg, device=dev, progress=progress,
                              epoch_metrics=_epoch_metrics(params, x_val, y_val))
         result.aligner.save(Path(run_dir) / "heads.safetensors")
@@ -168,16 +167,19 @@ def _fraction(spec: Any, n_train: int, n_available: int) -> float:
 def subsample_choice(pool: Any, rows: Any, layers: Mapping[str, Any]) -> tuple[int, int, float]:
     """The "Similar" pair scored on a run's own training rows (params ``layers.scope: subsample``, as the released
     code does, docs/method.md §3.2): at most ``layers.n_samples`` of ``rows``, the same metric and k rule."""
-    import torch
-
     from .similarity import choose_layers, layer_scores, score_subsample
 
     picked = rows[score_subsample(len(rows), int(layers["n_samples"]), seed=int(layers["seed"]))]
-    idx = torch.as_tensor(picked, dtype=torch.long)
-    scores = layer_scores([v[idx] for v in pool.vision_layers], [t[idx] for t in pool.text_layers], k=layers["k"],
-                          metric=layers["metric"], progress=False)
+    scores = layer_scores(*_subsample_layers(pool, picked), k=layers["k"], metric=layers["metric"], progress=False)
     i, j = choose_layers(scores, "similar")
     return int(i), int(j), float(scores[i, j])
+
+
+def _subsample_layers(pool: Any, rows: Any) -> tuple[list[Any], list[Any]]:
+    """Every vision and text layer of pool rows ``rows`` (a :class:`~structure_align.pool.LazyPairPool` reads only
+    those rows, layer by layer; an eager ``PairPool`` indexes its tensors)."""
+    return ([pool.vision(i, rows) for i in range(len(pool.vision_layer_names))],
+            [pool.text(j, rows) for j in range(len(pool.text_layer_names))])
 
 
 def evaluate_runs(run_dirs: Sequence[str | Path], datasets: Sequence[Mapping[str, Any]], *,
@@ -196,22 +198,24 @@ def evaluate_runs(run_dirs: Sequence[str | Path], datasets: Sequence[Mapping[str
     specs = [RunSpec.from_path(d) for d in run_dirs]
     dev = resolve_device(device)
     raw = bool(evaluation.get("csa_raw_prototypes", False))
+    # every file of every run is opened (and its header checked) before any layer is read or metrics.json written
     sets = [load_eval_set(d["vision"], d["text"], d["manifest"], test_split=bool(d["test_split"])) for d in datasets]
-    # every input of every run is read (and checked) before the first metrics.json is written
     infos = [read_json(Path(run_dir) / "train.json", "train record") for run_dir in run_dirs]
     aligners = [load_aligner(Path(run_dir) / "heads.safetensors", device=dev) for run_dir in run_dirs]
-    for run_dir, spec, info, aligner in zip(run_dirs, specs, infos, aligners):
-        results = {}
-        for d, es in zip(datasets, sets):
-            results[d["name"]] = evaluate_set(aligner, es, int(info["vision_layer"]), int(info["text_layer"]),
-                                              duplicate_gallery=bool(evaluation["duplicate_gallery"]),
-                                              raw_prototypes=raw and spec.variant.head == "csa",
-                                              batch_size=int(evaluation["batch_size"]), device=dev)
+    results: list[dict[str, Any]] = [{} for _ in run_dirs]
+    for d, es in zip(datasets, sets):  # one evaluation set in memory at a time, read once for all runs
+        for run_dir, spec, info, aligner, res in zip(run_dirs, specs, infos, aligners, results):
+            res[d["name"]] = evaluate_set(aligner, es, int(info["vision_layer"]), int(info["text_layer"]),
+                                          duplicate_gallery=bool(evaluation["duplicate_gallery"]),
+                                          raw_prototypes=raw and spec.variant.head == "csa",
+                                          batch_size=int(evaluation["batch_size"]), device=dev)
             log.info("%s %s: %s", run_dir, d["name"], {k: (round(v, 2) if v is not None else None)
-                                                      for k, v in results[d["name"]]["metrics"].items()})
+                                                      for k, v in res[d["name"]]["metrics"].items()})
+        es.release()
+    for run_dir, spec, info, res in zip(run_dirs, specs, infos, results):
         run = {k: info[k] for k in ("head", "layers", "structure", "fraction", "seed", "vision_layer", "text_layer",
                                     "vision_layer_name", "text_layer_name", "n_train")}
         run.update(spec.variant.values(), vision=spec.vision, text=spec.text, size=spec.size.component,
                    lambda_at_best=info.get("lambda_at_best"))
-        write_json(Path(run_dir) / "metrics.json", {"run": run, "datasets": results})
+        write_json(Path(run_dir) / "metrics.json", {"run": run, "datasets": res})
 

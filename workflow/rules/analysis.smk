@@ -32,6 +32,9 @@ for _target in ana.TARGETS if ANALYSIS else ():
             f"{analysis_group(_target)}/train.benchmark.tsv"
         threads: 1
         priority: functools.partial(analysis_train_priority, _target)
+        resources:
+            mem_mb=mem_train,
+            gpu=GPU,
         params:
             runs=functools.partial(analysis_runs, _target),
             config=functools.partial(analysis_train_config, _target),
@@ -59,6 +62,7 @@ for _target in ana.TARGETS if ANALYSIS else ():
                     "heads",
                     "csa",
                     "features",
+                    "reader",
                     "pool",
                     "data/manifest",
                     "data/registry",
@@ -70,6 +74,9 @@ for _target in ana.TARGETS if ANALYSIS else ():
             benchmark:
                 f"{analysis_group(_target)}/evaluate.benchmark.tsv"
             threads: 1
+            resources:
+                mem_mb=mem_evaluate,
+                gpu=GPU,
             params:
                 runs=functools.partial(analysis_runs, _target),
                 datasets=functools.partial(analysis_eval_records, _target),
@@ -100,6 +107,8 @@ for _target in ana.TARGETS if ANALYSIS else ():
             analysis_report_outputs(_target),
         log:
             f"{RESULTS}/logs/analysis/{_target}.log",
+        resources:
+            mem_mb=mem_small,
         params:
             config=analysis_report_config(_target),
             # the results folder, from the first output (<results>/tables/...)

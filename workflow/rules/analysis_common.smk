@@ -23,6 +23,7 @@ ANALYSIS_CODE = (
     "losses",
     "regularizer",
     "features",
+    "reader",
     "neighbourhood",
     "indomain",
     "data/manifest",

@@ -10,6 +10,7 @@ from pathlib import Path
 from snakemake.io import report as mark_report
 
 from structure_align import config as params_mod, report, runs
+from structure_align import resources as resources_mod
 from structure_align.data import SOURCES
 from structure_align.data.acquire import pinned_spec
 from structure_align.data import placed, prompts as released_prompts
@@ -295,3 +296,32 @@ def marked_report_outputs():
 # the layer heatmap's PNG (layers.smk), marked for the report
 HEATMAP_PNG = mark_report(f"{RESULTS}/figures/layers_{{vision}}__{{text}}.png", caption="../report/heatmap.rst",
                           category="Layer selection", labels={"pair": "{vision} x {text}"})
+
+
+# ----- per-job memory (structure_align.resources; docs/workflow.md "Memory"): computed from the headers and row
+# counts of the inputs a job reads; an input that does not exist yet at planning is re-evaluated when the job is ready
+GPU = 1 if str(config["device"]).startswith("cuda") else 0
+
+
+def mem_score_layers(wildcards, input):
+    return resources_mod.score_layers_mb(input.vision, input.text, input.manifests, config["layers"]["n_samples"])
+
+
+def mem_train(wildcards, input):
+    return resources_mod.train_mb(input.vision, input.text, input.manifests, config["training"]["batch_size"])
+
+
+def mem_evaluate(wildcards, input):
+    return resources_mod.evaluate_mb(input.vision, input.text, input.manifests)
+
+
+def mem_extract(wildcards, input):
+    return resources_mod.extract_mb(input.manifest, encoder_of(wildcards))
+
+
+def mem_manifest(wildcards, input):
+    return resources_mod.manifest_mb(input.sources)
+
+
+def mem_small(wildcards, input):
+    return resources_mod.small_job_mb(input)

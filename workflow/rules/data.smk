@@ -17,6 +17,8 @@ rule acquire:
         mirror=DOWNLOADS.get("mirror") or "",
         # per-source locations (downloads.urls): like the mirror, where the pinned bytes come from is no rerun cause
         urls=json.dumps(DOWNLOADS.get("urls") or {}, sort_keys=True),
+        # downloads and unpacking stream in bounded chunks: the interpreter's own memory
+        mem_mb=resources_mod.OVERHEAD_MB,
     params:
         pin=source_pin,
         downloads=source_downloads,
@@ -34,6 +36,8 @@ rule manifest:
         info=f"{RESULTS}/manifests/{{dataset}}.json",
     log:
         f"{RESULTS}/logs/manifest/{{dataset}}.log",
+    resources:
+        mem_mb=mem_manifest,
     params:
         config=manifest_config,
         images=f"{RESULTS}/images",

@@ -13,7 +13,8 @@ rule extract_features:
         f"{RESULTS}/benchmarks/extract_features/{{dataset}}/{{encoder}}.tsv"
     threads: 2
     resources:
-        gpu=1 if config["device"].startswith("cuda") else 0,
+        gpu=GPU,
+        mem_mb=mem_extract,
     params:
         config=extraction_config(),
         device=config["device"],

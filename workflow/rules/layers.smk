@@ -8,7 +8,7 @@ rule score_layers:
         vision=train_features("vision"),
         text=train_features("text"),
         manifests=train_manifests(),
-        code=src_files("steps", "similarity", "pool", "features", "tables", "data"),
+        code=src_files("steps", "similarity", "pool", "features", "reader", "tables", "data"),
     output:
         scores=f"{RESULTS}/layers/{{vision}}__{{text}}/scores.csv",
         choice=f"{RESULTS}/layers/{{vision}}__{{text}}/choice.json",
@@ -17,6 +17,8 @@ rule score_layers:
     benchmark:
         f"{RESULTS}/benchmarks/score_layers/{{vision}}__{{text}}.tsv"
     threads: 2
+    resources:
+        mem_mb=mem_score_layers,
     params:
         config=json.dumps({"layers": config["layers"], "val_fraction": config["training"]["val_fraction"],
                            "val_seed": config["training"]["val_seed"],
@@ -38,6 +40,8 @@ rule layer_heatmap:
         pdf=f"{RESULTS}/figures/layers_{{vision}}__{{text}}.pdf",
     log:
         f"{RESULTS}/logs/layer_heatmap/{{vision}}__{{text}}.log",
+    resources:
+        mem_mb=mem_small,
     shell:
         "python -m structure_align heatmap --scores {input.scores} --choice {input.choice} "
         "--png {output.png} --pdf {output.pdf} > {log} 2>&1"

@@ -9,12 +9,15 @@ rule evaluate_reference:
         vision=eval_features("vision"),
         text=eval_features("text"),
         manifests=eval_manifests(),
-        code=src_files("reference", "evaluate", "features", "pool", "data/manifest", "data/registry"),
+        code=src_files("reference", "evaluate", "features", "reader", "pool", "data/manifest", "data/registry"),
     output:
         f"{RESULTS}/references/{{vision}}__{{text}}/metrics.json",
     log:
         f"{RESULTS}/logs/evaluate_reference/{{vision}}__{{text}}.log",
     threads: 1
+    resources:
+        mem_mb=mem_evaluate,
+        gpu=GPU,
     params:
         datasets=eval_records,
         config=json.dumps(config["evaluation"], sort_keys=True),
@@ -39,6 +42,8 @@ rule paper_table:
         md=f"{RESULTS}/tables/paper.md",
     log:
         f"{RESULTS}/logs/paper_table.log",
+    resources:
+        mem_mb=mem_small,
     params:
         # columns not run (paper.missing_local: skip) or run with other than the released prompts
         notes=json.dumps(placed.column_notes(config, NOT_PLACED), sort_keys=True),

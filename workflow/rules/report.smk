@@ -10,6 +10,8 @@ rule aggregate:
         marked_report_outputs(),
     log:
         f"{RESULTS}/logs/aggregate.log",
+    resources:
+        mem_mb=mem_small,
     params:
         config=report_config(),
         # the results folder, from the first output (<results>/tables/...)

@@ -20,6 +20,7 @@ rule train:
             "losses",
             "regularizer",
             "features",
+            "reader",
             "data/manifest",
             "data/registry",
         ),
@@ -32,6 +33,9 @@ rule train:
         f"{GROUP}/train.benchmark.tsv"
     threads: 1
     priority: train_priority
+    resources:
+        mem_mb=mem_train,
+        gpu=GPU,
     params:
         runs=group_runs,
         config=train_config,
@@ -56,6 +60,7 @@ rule evaluate:
             "heads",
             "csa",
             "features",
+            "reader",
             "pool",
             "data/manifest",
             "data/registry",
@@ -67,6 +72,9 @@ rule evaluate:
     benchmark:
         f"{GROUP}/evaluate.benchmark.tsv"
     threads: 1
+    resources:
+        mem_mb=mem_evaluate,
+        gpu=GPU,
     params:
         runs=group_runs,
         datasets=eval_records,
@@ -102,6 +110,9 @@ for _k, (_extra, _sizes) in enumerate(EXTRA_SEEDS):
             f"{GROUP}/train_extra_seeds.benchmark.tsv"
         threads: 1
         priority: functools.partial(train_priority, seeds=_extra)
+        resources:
+            mem_mb=mem_train,
+            gpu=GPU,
         params:
             runs=functools.partial(group_runs, seeds=_extra),
             config=train_config,
@@ -128,6 +139,9 @@ for _k, (_extra, _sizes) in enumerate(EXTRA_SEEDS):
         benchmark:
             f"{GROUP}/evaluate_extra_seeds.benchmark.tsv"
         threads: 1
+        resources:
+            mem_mb=mem_evaluate,
+            gpu=GPU,
         params:
             runs=functools.partial(group_runs, seeds=_extra),
             datasets=eval_records,
