@@ -25,7 +25,7 @@ from PIL import Image
 from structure_align.data import read_manifest, write_manifest
 from structure_align.data.preflight import check_images
 from structure_align.encoders import load_encoder
-from structure_align.features import extract_features
+from structure_align.extract import extract_features
 
 
 def bench_preflight(manifests: list[str]) -> None:

@@ -147,7 +147,8 @@ def test_rgba_with_black_transparent_pixels_gives_the_features_of_the_white_imag
 
     from structure_align.data import DatasetInfo, write_manifest
     from structure_align.encoders import load_encoder
-    from structure_align.features import extract_features, load_features
+    from structure_align.extract import extract_features
+    from structure_align.features import load_features
 
     monkeypatch.chdir(tmp_path)
     rgba, flat = _transparent_pair(tmp_path)
