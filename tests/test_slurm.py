@@ -54,7 +54,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip(f"Slurm test skipped: {reason}")
     state = tmp_path_factory.mktemp("slurm")
     try:
-        subprocess.run([str(ROOT / "workflow/scripts/slurm-up"), str(state)], check=True, timeout=300)
+        # a node wide enough that the profile's 10-CPU extraction and 48 GB training jobs run several at a time
+        env = {**os.environ, "SLURM_UP_CPUS": "40", "SLURM_UP_MEM_MB": "400000"}
+        subprocess.run([str(ROOT / "workflow/scripts/slurm-up"), str(state)], check=True, timeout=300, env=env)
         yield state
     finally:
         subprocess.run([str(ROOT / "workflow/scripts/slurm-down"), str(state)], check=False, timeout=60)
