@@ -48,26 +48,36 @@ def _stage_job_counts(output: str) -> dict[str, dict[str, int]]:
     return {part.split("'", 1)[0]: job_counts(part) for part in parts}
 
 
-@pytest.fixture(scope="module")
-def project(smoke_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def make_project(smoke_repo: Path, dest: Path) -> Path:
     """The smoke outputs in a git + DVC project after `make reproduce`, dvc.lock committed (the baseline)."""
-    project = _copy_repo(tmp_path_factory.mktemp("dvcexp") / "project")
+    project = _copy_repo(dest)
     conf = _smoke_config(smoke_repo)
     conf["results_dir"] = "results"
     (project / "params.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
     for name in DVC_OUTS:
-        src, dest = smoke_repo / "results/smoke" / name, project / "results" / name
-        if dest.is_dir():
-            shutil.rmtree(dest)  # the committed default tables and figures
-        shutil.copytree(src, dest) if src.is_dir() else shutil.copy2(src, dest)  # mtimes kept
+        src, out = smoke_repo / "results/smoke" / name, project / "results" / name
+        if out.is_dir():
+            shutil.rmtree(out)  # the committed default tables and figures
+        shutil.copytree(src, out) if src.is_dir() else shutil.copy2(src, out)  # mtimes kept
+    # the acquisition records were written afresh by _copy_repo: give them the smoke run's times, else Snakemake
+    # sees newer sources than the manifests built from them
+    for record in (project / "resources").glob("*/SOURCE.json"):
+        st = (smoke_repo / record.relative_to(project)).stat()
+        os.utime(record, ns=(st.st_atime_ns, st.st_mtime_ns))
     _run(["git", "init", "-q"], project)
     _run(["git", "add", "-A"], project)
     _run([*GIT, "commit", "-qm", "project"], project)
-    out = _make(project, "reproduce", "CORES=2").stdout
-    assert "Nothing to be done" in out and "dvc-sync: dvc commit -f analysis features" in out, out[-3000:]
+    proc = _make(project, "reproduce", "CORES=2")
+    out = proc.stdout + proc.stderr
+    assert "Nothing to be done" in out and "dvc-sync: dvc commit -f features analysis" in out, out[-3000:]
     _run(["git", "add", "-A"], project)
     _run([*GIT, "commit", "-qm", "baseline: dvc.lock of the smoke run"], project)
     return project
+
+
+@pytest.fixture(scope="module")
+def project(smoke_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_project(smoke_repo, tmp_path_factory.mktemp("dvcexp") / "project")
 
 
 def test_make_reproduce_leaves_dvc_in_sync_with_a_filled_cache(project: Path) -> None:
@@ -90,7 +100,8 @@ def test_exp_run_is_a_partial_rerun_that_keeps_untouched_outputs(project: Path) 
     conf = yaml.safe_load(baseline)
     conf["structure"]["lambda"] = 5
     params.write_text(yaml.safe_dump(conf, sort_keys=False))
-    planned = job_counts(_snakemake(project, "-n").stdout)
+    dry = _snakemake(project, "-n")
+    planned = job_counts(dry.stdout + dry.stderr)
     params.write_text(baseline)
     assert planned and {"train", "evaluate", "aggregate"} <= set(planned), planned
     assert not {"extract_features", "manifest", "score_layers"} & set(planned), planned
