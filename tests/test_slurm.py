@@ -75,11 +75,11 @@ def _jobs(log: str) -> dict[int, dict]:
     jobs: dict[int, dict] = {}
     for block in re.split(r"\n(?=rule \w+:\n)", log):
         m = re.match(r"rule (\w+):\n", block)
-        jid = re.search(r"^\s+jobid: (\d+)$", block, re.M)
+        jid = re.search(r"^\s+jobid: (\d+)$", block, re.MULTILINE)
         if not m or not jid:
             continue
-        threads = re.search(r"^\s+threads: (\d+)$", block, re.M)
-        res = re.search(r"^\s+resources: (.*)$", block, re.M)
+        threads = re.search(r"^\s+threads: (\d+)$", block, re.MULTILINE)
+        res = re.search(r"^\s+resources: (.*)$", block, re.MULTILINE)
         resources = dict(kv.split("=", 1) for kv in res.group(1).split(", ")) if res else {}
         jobs[int(jid.group(1))] = {"rule": m.group(1), "threads": int(threads.group(1)) if threads else 1,
                                    "resources": resources}
@@ -135,7 +135,7 @@ def test_smoke_workflow_through_slurm(cluster: Path, smoke_repo: Path, tmp_path:
     profile = yaml.safe_load(PROFILE.read_text())
     default, per_rule, threads = (profile["default-resources"], profile.get("set-resources") or {},
                                   profile.get("set-threads") or {})
-    for jid, job in jobs.items():
+    for job in jobs.values():
         if job["rule"] == "all":
             continue
         row = queue[job["slurm_id"]]
