@@ -116,8 +116,10 @@ def _megabytes(mem: str) -> int:
 
 
 def _result_files(results: Path) -> dict[str, bytes]:
+    """Every output but logs, Snakemake's benchmark files and train.json (they hold timings)."""
     return {str(p.relative_to(results)): p.read_bytes() for p in sorted(results.rglob("*"))
-            if p.is_file() and not str(p.relative_to(results)).startswith(NOT_RESULTS) and p.name != "train.json"}
+            if p.is_file() and not str(p.relative_to(results)).startswith(NOT_RESULTS)
+            and p.name != "train.json" and not p.name.endswith((".log", ".benchmark.tsv"))}
 
 
 def test_smoke_workflow_through_slurm(cluster: Path, smoke_repo: Path, tmp_path: Path) -> None:
