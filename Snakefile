@@ -29,3 +29,7 @@ rule all:
     input:
         report_outputs(),
         heatmaps(),
+        # the runs themselves, not only the tables aggregated from them: where Snakemake has no record of the last
+        # aggregation (.snakemake/metadata: a fresh clone after `make pull`, a DVC experiment), a new run that the
+        # tables need is otherwise not planned, because the existing tables look up to date
+        run_files("metrics.json"),

@@ -187,3 +187,65 @@ def test_refinement_moves_a_well_conditioned_fit() -> None:
     closest = (after.T @ before).abs().max(dim=1).values
     assert (closest < 1 - 1e-4).any(), closest
     assert not torch.allclose(refined.encode_image(x[:50]), fit.encode_image(x[:50]), atol=1e-3)
+
+
+def _smoke_like(n: int, dx: int = 320, dy: int = 384, seed: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paired features with a 16-d shared signal and an anisotropic spectrum, like the smoke run's 320/384-d layers."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, 16, generator=g, dtype=torch.float64)
+    x = z @ torch.randn(16, dx, generator=g, dtype=torch.float64) + 0.5 * torch.randn(n, dx, generator=g,
+                                                                                      dtype=torch.float64)
+    y = z @ torch.randn(16, dy, generator=g, dtype=torch.float64) + 0.5 * torch.randn(n, dy, generator=g,
+                                                                                      dtype=torch.float64)
+    return ((x * torch.logspace(0, -3, dx, dtype=torch.float64)).float(),
+            (y * torch.logspace(0, -3, dy, dtype=torch.float64)).float())
+
+
+def _fit_bytes(x: torch.Tensor, y: torch.Tensor, threads: int, refine: bool) -> bytes:
+    """The CSA (and CSA + R_S) buffers fitted with the caller running ``threads`` torch threads."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        csa = CSA.fit(x, y, sim_dim=320)
+        if refine:
+            csa.refine(x, y, epochs=2, progress=False)
+        assert torch.get_num_threads() == threads  # the fit restores the caller's thread count
+    finally:
+        torch.set_num_threads(previous)
+    return b"".join(t.numpy().tobytes() for t in csa.state_dict().values())
+
+
+@pytest.mark.parametrize("n", [40, 1200])
+def test_csa_fit_bytes_do_not_depend_on_thread_count(n: int) -> None:
+    # n = 40 is the smoke run's degenerate regime (d >= n), where 1 vs 2 BLAS threads used to change w by thousands
+    x, y = _smoke_like(n)
+    for refine in (False, True):
+        one = _fit_bytes(x, y, 1, refine)
+        assert _fit_bytes(x, y, 2, refine) == one and _fit_bytes(x, y, 4, refine) == one
+
+
+def test_degenerate_fit_keeps_only_determined_directions() -> None:
+    x, y = _smoke_like(40)
+    res = fit_cca(x, y, dim=320)
+    assert res.degenerate and res.ridge_x > 0 and res.ridge_y > 0
+    assert res.w_x.shape == (320, 39) and res.w_y.shape == (384, 39)  # the centred data span n - 1 directions
+    assert float(res.w_x.abs().max()) < 100  # no weights blown up along directions the data never visited
+    info = res.fit_info(320)
+    assert info == {"degenerate": True, "ridge_x": res.ridge_x, "ridge_y": res.ridge_y, "requested_dim": 320,
+                    "kept_dim": 39}
+    full = fit_cca(*_planted(n=2000)[:2], dim=5)
+    assert not full.degenerate and full.ridge_x == 0 and full.w_x.shape[1] == 5
+    # sign convention: the largest entry of each whitened direction is positive, whatever the SVD returned
+    assert CSA.fit(x, y, sim_dim=320).fit_info == info
+
+
+def test_rs_refinement_moves_the_degenerate_fit() -> None:
+    # the released refinement (10 Adam steps at lr 5e-4) must change the cross-modal similarities; with the old 1e-6
+    # ridge and all 320 directions kept, |w| reached ~500 here and the same steps moved them by < 1e-4
+    x, y = _smoke_like(40)
+    x_test, y_test = _smoke_like(200, seed=4)
+    csa = CSA.fit(x, y, sim_dim=320)
+    before = csa.encode_image(x_test) @ csa.encode_text(y_test).T  # invariant to the refinement's column reordering
+    csa.refine(x, y, epochs=10, lr=5e-4, progress=False)
+    after = csa.encode_image(x_test) @ csa.encode_text(y_test).T
+    assert float((after - before).abs().max()) > 1e-3

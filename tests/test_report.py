@@ -138,3 +138,22 @@ def test_skipped_images_are_named_under_the_claims_table(tmp_path: Path) -> None
     assert report.skipped_images_note([clean]) == ""  # a clean run's claims.md is unchanged
     note = report.skipped_images_note([clean, messy])
     assert "- mine: 4 of 44 images skipped by the pre-flight check" in note and "- a:" not in note
+
+
+def test_degenerate_csa_fits_are_marked_in_the_main_table(runs: list[Path]) -> None:
+    # the second variant's run at fraction 0.5, seed 1 was fitted in the degenerate regime (train.json csa_fit)
+    flagged = next(p for p in runs if "frac~0.5/seed~1" in str(p) and "similar" in str(p))
+    data = json.loads(flagged.read_text())
+    data["run"]["csa_fit"] = {"degenerate": True, "ridge_x": 1e-3, "ridge_y": 1e-3, "requested_dim": 8,
+                              "kept_dim": 3}
+    flagged.write_text(json.dumps(data))
+    tidy = tables.collect_runs(runs)
+    degenerate = tables.degenerate_csa_fits(tidy, VARIANTS)
+    assert degenerate == {("v + t", "Linear + Similar + R_S"): [500]}
+    table = tables.main_table(tidy, VARIANTS, retrieval=["ret"], zeroshot=["zs"])
+    text = tables.table_markdown(table, degenerate)
+    assert "Linear + Similar + R_S: N = 500." in text and "†" not in text.split("\n")[3]  # the table shows N = 1000
+    marked = tables.table_markdown(table, {("v + t", "Linear + Similar + R_S"): [500, 1000]})
+    assert "| Linear + Similar + R_S † |" in marked
+    assert tables.table_markdown(table, {}) == tables.table_markdown(table)
+    assert "†" not in tables.table_markdown(table)

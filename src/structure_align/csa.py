@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,9 +27,31 @@ from .io import write_safetensors
 log = logging.getLogger("structure_align.csa")
 
 CSA_WEIGHTINGS: tuple[str, ...] = ("none", "correlation")
-# relative ridge used when reg == 0 but a covariance is singular (d >= n, or collinear features): small enough not to
-# move a well-conditioned fit, large enough that the inverse square root exists
-_AUTO_RIDGE = 1e-6
+# relative ridge of the degenerate regime (reg == 0 but a covariance is singular: d >= n, or collinear features;
+# docs/method.md §4.3). With the released reg = 0 the fit is not unique there: every training correlation is 1 and the
+# canonical directions are an arbitrary rotation, so rounding (e.g. the BLAS thread count) chose them. 1e-3 separates
+# the training correlations enough that float64 rounding no longer moves the float32 weights (docs/method.md §4.3).
+DEGENERATE_RIDGE = 1e-3
+# canonical directions whose correlation is below this fraction of the largest are not determined by the data (with
+# d >= n the cross-covariance has rank <= n - 1; any basis of the rest is a solution): they are dropped
+_NULL_CORR = 1e-8
+
+
+@contextmanager
+def fixed_threads() -> Iterator[None]:
+    """Run the enclosed torch CPU linear algebra on one thread, restoring the caller's count afterwards.
+
+    A BLAS/LAPACK call splits its sums by thread, so the last bits of a float64 result depend on the thread count;
+    one thread fixes the reduction order by construction, so the fit's bytes do not depend on the executor's
+    ``threads`` (docs/method.md §4.3). The fit is a few matrix products and two eigendecompositions of d x d, cheap
+    next to the feature extraction even single-threaded.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @dataclass
@@ -41,6 +65,12 @@ class CCAResult:
     mean_y: torch.Tensor
     ridge_x: float
     ridge_y: float
+    degenerate: bool = False
+
+    def fit_info(self, requested_dim: int) -> dict[str, Any]:
+        """JSON record of the fit's regime (train.json ``csa_fit``; the tables mark degenerate fits)."""
+        return {"degenerate": self.degenerate, "ridge_x": self.ridge_x, "ridge_y": self.ridge_y,
+                "requested_dim": int(requested_dim), "kept_dim": int(self.w_x.shape[1])}
 
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor, what: str) -> None:
@@ -64,8 +94,8 @@ def _inv_sqrt_psd(c: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
 def _ridged_cov(z: torch.Tensor, reg: float, side: str) -> tuple[torch.Tensor, float]:
     """Covariance of centred ``z`` plus a ridge ``reg·(tr C / d)·I`` relative to its mean eigenvalue.
 
-    With ``reg == 0`` and a singular covariance (d >= n or collinear columns) an automatic ridge of 1e-6 is used and
-    logged, because the inverse square root would not exist otherwise.
+    With ``reg == 0`` and a singular covariance (d >= n or collinear columns) the :data:`DEGENERATE_RIDGE` is used
+    and logged: the inverse square root would not exist otherwise, and the fit would not be unique.
     """
     n, d = z.shape
     cov = z.T @ z / n
@@ -76,24 +106,26 @@ def _ridged_cov(z: torch.Tensor, reg: float, side: str) -> tuple[torch.Tensor, f
     if reg == 0:
         evals = torch.linalg.eigvalsh(cov)
         if d >= n or float(evals[0]) <= 1e-10 * float(evals[-1]):
-            ridge = _AUTO_RIDGE
+            ridge = DEGENERATE_RIDGE
             log.warning("fit_cca: %s covariance is singular (n=%d, d=%d); using a relative ridge of %g", side, n, d,
                         ridge)
     return cov + ridge * scale * torch.eye(d, dtype=z.dtype, device=z.device), ridge
 
 
 def fit_cca(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, dim: int, reg: float = 0.0) -> CCAResult:
-    """Closed-form linear CCA (docs/method.md §4.3) in float64.
+    """Closed-form linear CCA (docs/method.md §4.3) in float64 on one thread (:func:`fixed_threads`).
 
     Centre both sides, whiten each with the inverse square root of its (ridged) covariance, take the SVD of the
-    whitened cross-covariance ``Cxx^-1/2 Cxy Cyy^-1/2 = U S Vᵀ`` and return ``w_x = Cxx^-1/2 U[:, :dim]``,
-    ``w_y = Cyy^-1/2 V[:, :dim]`` and the canonical correlations ``S[:dim]``. The projected (centred) training data
+    whitened cross-covariance ``Cxx^-1/2 Cxy Cyy^-1/2 = U S Vᵀ`` and return ``w_x = Cxx^-1/2 U[:, :k]``,
+    ``w_y = Cyy^-1/2 V[:, :k]`` and the canonical correlations ``S[:k]``. The projected (centred) training data
     then have identity covariance (exactly so for ``reg = 0`` on a full-rank covariance) and
-    ``mean_i zx[i, k] zy[i, k] = corr[k]``.
+    ``mean_i zx[i, k] zy[i, k] = corr[k]``. Each pair of columns is signed so that the largest entry of ``U[:, k]``
+    is positive (the SVD fixes it only up to a joint sign flip).
 
-    ``reg`` is a relative ridge: ``C + reg·(tr C / d)·I``. When d >= n (or features are collinear) an unregularised
-    fit is degenerate — every canonical correlation reaches 1 on the training data — so a tiny automatic ridge keeps
-    the computation defined; pass ``reg > 0`` for a meaningful fit in that regime.
+    ``reg`` is a relative ridge: ``C + reg·(tr C / d)·I``. The degenerate regime (a singular covariance with
+    ``reg == 0``: d >= n or collinear features, ``degenerate=True``) uses :data:`DEGENERATE_RIDGE`. ``k = dim``
+    unless fewer canonical directions carry correlation (at most n - 1 when d >= n): the rest are not determined
+    by the data and are dropped, so ``k`` may be smaller than ``dim``.
     """
     xt = torch.as_tensor(x).detach().to("cpu", torch.float64)
     yt = torch.as_tensor(y).detach().to("cpu", torch.float64)
@@ -102,22 +134,34 @@ def fit_cca(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, dim: int
         raise ValueError(f"fit_cca: reg must be >= 0, got {reg}")
     if not 1 <= dim <= min(xt.shape[1], yt.shape[1]):
         raise ValueError(f"fit_cca: dim={dim} must lie in [1, min(d_x, d_y)] = [1, {min(xt.shape[1], yt.shape[1])}]")
-    n = xt.shape[0]
-    mean_x, mean_y = xt.mean(0), yt.mean(0)
-    xc, yc = xt - mean_x, yt - mean_y
-    cxx, ridge_x = _ridged_cov(xc, reg, "x")
-    cyy, ridge_y = _ridged_cov(yc, reg, "y")
-    kx, ky = _inv_sqrt_psd(cxx), _inv_sqrt_psd(cyy)
-    u, s, vh = torch.linalg.svd(kx @ (xc.T @ yc / n) @ ky, full_matrices=False)
-    return CCAResult(w_x=(kx @ u[:, :dim]).float(), w_y=(ky @ vh.T[:, :dim]).float(), corr=s[:dim].float(),
-                     mean_x=mean_x.float(), mean_y=mean_y.float(), ridge_x=ridge_x, ridge_y=ridge_y)
+    with fixed_threads():
+        n = xt.shape[0]
+        mean_x, mean_y = xt.mean(0), yt.mean(0)
+        xc, yc = xt - mean_x, yt - mean_y
+        cxx, ridge_x = _ridged_cov(xc, reg, "x")
+        cyy, ridge_y = _ridged_cov(yc, reg, "y")
+        kx, ky = _inv_sqrt_psd(cxx), _inv_sqrt_psd(cyy)
+        u, s, vh = torch.linalg.svd(kx @ (xc.T @ yc / n) @ ky, full_matrices=False)
+        k = min(dim, int((s > _NULL_CORR * s[0]).sum()))
+        if k == 0:
+            raise ValueError("fit_cca: x and y are uncorrelated on the training pairs (no canonical direction)")
+        if k < dim:
+            log.warning("fit_cca: only %d of the %d requested canonical directions carry correlation (n=%d); the "
+                        "rest are not determined by the data and are dropped", k, dim, n)
+        u, v = u[:, :k], vh.T[:, :k]
+        sign = torch.sign(u.gather(0, u.abs().argmax(0, keepdim=True)))
+        w_x, w_y = kx @ (u * sign), ky @ (v * sign)
+    degenerate = reg == 0 and (ridge_x > 0 or ridge_y > 0)
+    return CCAResult(w_x=w_x.float(), w_y=w_y.float(), corr=s[:k].float(), mean_x=mean_x.float(),
+                     mean_y=mean_y.float(), ridge_x=ridge_x, ridge_y=ridge_y, degenerate=degenerate)
 
 
 def whiten(w: torch.Tensor, xc: torch.Tensor) -> torch.Tensor:
     """Whitening after refinement (docs/method.md §4.4): ``W ← W C^-1/2`` with ``C = Wᵀ XᵀX W / n`` on centred ``xc``."""
     w64, x64 = w.detach().double(), xc.detach().double()
-    z = x64 @ w64
-    return (w64 @ _inv_sqrt_psd(z.T @ z / x64.shape[0], floor=1e-12)).to(w.dtype)
+    with fixed_threads():
+        z = x64 @ w64
+        return (w64 @ _inv_sqrt_psd(z.T @ z / x64.shape[0], floor=1e-12)).to(w.dtype)
 
 
 class CSA(nn.Module):
@@ -141,6 +185,8 @@ class CSA(nn.Module):
                              f"w_x {tuple(w_x.shape)}, w_y {tuple(w_y.shape)}")
         self.weighting = weighting
         self.refined = refined
+        # the regime of the closed-form fit (CCAResult.fit_info), set by fit(); not part of the saved file
+        self.fit_info: dict[str, Any] | None = None
         self.register_buffer("w_x", w_x.detach().float().clone())
         self.register_buffer("w_y", w_y.detach().float().clone())
         self.register_buffer("mean_x", mean_x.detach().float().clone())
@@ -157,9 +203,11 @@ class CSA(nn.Module):
             weighting: str = "none", reg: float = 0.0) -> CSA:
         """Fit on raw paired training features at the chosen layers (docs/method.md §4.3, released: reg = 0)."""
         res = fit_cca(x, y, sim_dim, reg=reg)
-        log.info("CSA fit: n=%d, sim_dim=%d, top canonical correlations %s", len(x), sim_dim,
-                 [round(v, 4) for v in res.corr[:5].tolist()])
-        return cls(res.w_x, res.w_y, res.mean_x, res.mean_y, res.corr, weighting=weighting)
+        log.info("CSA fit: n=%d, sim_dim=%d (kept %d), top canonical correlations %s", len(x), sim_dim,
+                 res.w_x.shape[1], [round(v, 4) for v in res.corr[:5].tolist()])
+        csa = cls(res.w_x, res.w_y, res.mean_x, res.mean_y, res.corr, weighting=weighting)
+        csa.fit_info = res.fit_info(sim_dim)
+        return csa
 
     def _scale(self) -> torch.Tensor | None:
         return self.corr.clamp_min(0).sqrt() if self.weighting == "correlation" else None
@@ -219,11 +267,30 @@ class CSA(nn.Module):
         w_y = nn.Parameter(self.w_y.detach().to(dev).clone())
         opt = torch.optim.Adam([w_x, w_y], lr=lr)
         rs_kwargs = {"levels": levels, "tau": tau, "weighting": weighting, **(rs_options or {})}
+        # the float32 reductions of R_S, Adam and the final correlations also split by thread on the CPU
+        with fixed_threads():
+            history = self._refine_epochs(xc, yc, w_x, w_y, opt, epochs=epochs, batch_size=batch_size, seed=seed,
+                                          progress=progress, rs_lambda=rs_lambda, lambda_cca=lambda_cca,
+                                          rs_kwargs=rs_kwargs)
+            with torch.no_grad():
+                wx, wy = (whiten(w_x, xc), whiten(w_y, yc)) if whiten_after else (w_x.detach(), w_y.detach())
+                corr = ((xc @ wx) * (yc @ wy)).mean(0).abs()
+                order = torch.argsort(corr, descending=True)
+                self.w_x.copy_(wx[:, order].to(self.w_x.device))
+                self.w_y.copy_(wy[:, order].to(self.w_y.device))
+                self.corr.copy_(corr[order].to(self.corr.device))
+        self.refined = True
+        return history
+
+    def _refine_epochs(self, xc: torch.Tensor, yc: torch.Tensor, w_x: nn.Parameter, w_y: nn.Parameter,
+                       opt: torch.optim.Optimizer, *, epochs: int, batch_size: int, seed: int, progress: bool,
+                       rs_lambda: float, lambda_cca: float, rs_kwargs: dict[str, Any]) -> list[float]:
+        """The Adam epochs of :meth:`refine` (seeded permutation, last partial batch kept); mean loss per epoch."""
         gen = torch.Generator().manual_seed(seed)
         n = xc.shape[0]
         history: list[float] = []
         for epoch in tqdm(range(epochs), desc="CSA refine", disable=not progress):
-            perm = torch.randperm(n, generator=gen).to(dev)
+            perm = torch.randperm(n, generator=gen).to(xc.device)
             losses = []
             for start in range(0, n, batch_size):
                 b = perm[start:start + batch_size]
@@ -237,14 +304,6 @@ class CSA(nn.Module):
                 losses.append(float(loss.detach()))
             history.append(float(np.mean(losses)))
             log.info("CSA refine epoch %d: loss %.6f", epoch, history[-1])
-        with torch.no_grad():
-            wx, wy = (whiten(w_x, xc), whiten(w_y, yc)) if whiten_after else (w_x.detach(), w_y.detach())
-            corr = ((xc @ wx) * (yc @ wy)).mean(0).abs()
-            order = torch.argsort(corr, descending=True)
-            self.w_x.copy_(wx[:, order].to(self.w_x.device))
-            self.w_y.copy_(wy[:, order].to(self.w_y.device))
-            self.corr.copy_(corr[order].to(self.corr.device))
-        self.refined = True
         return history
 
     def save(self, path: str | os.PathLike) -> None:

@@ -20,6 +20,7 @@ from .tables import (
     ReportError,
     add_gains,
     collect_runs,
+    degenerate_csa_fits,
     dvc_metrics,
     main_table,
     read_layer_scores,
@@ -89,7 +90,7 @@ def aggregate(runs: Sequence[str | os.PathLike], *, results_dir: str, variants: 
     claims = claims_table(summary, variants, names, condition, target_effect, paper)
     utility = utility_table(summary, variants, names)
     write_text_atomic(out["main_csv"], table.to_csv(index=False, float_format="%.4f"))
-    write_text_atomic(out["main_md"], table_markdown(table))
+    write_text_atomic(out["main_md"], table_markdown(table, degenerate_csa_fits(tidy, variants)))
     write_text_atomic(out["main_tex"], table_latex(table))
     write_text_atomic(out["scaling_csv"], scaling.to_csv(index=False, float_format="%.4f"))
     write_text_atomic(out["summary_csv"], summary.to_csv(index=False, float_format="%.4f"))

@@ -133,7 +133,8 @@ def train_runs(run_dirs: Sequence[str | Path], params: Mapping[str, Any], vision
             "best_epoch": result.best_epoch, "lr": result.lr,
             "lambda_at_best": result.lambda_at_best, "warmup_steps": result.warmup_steps,
             "epochs_run": len(result.history), "train_config": cfg.to_dict(), "history": result.history,
-            "seconds": round(time.perf_counter() - start, 3), **({"in_domain": added} if added else {})})
+            "seconds": round(time.perf_counter() - start, 3), **({"in_domain": added} if added else {}),
+            **({"csa_fit": result.csa_fit} if result.csa_fit else {})})
 
 
 def _with_in_domain(params: Mapping[str, Any], x: Any, y: Any, i: int, j: int, seed: int) -> tuple[Any, Any, Any]:
@@ -217,5 +218,7 @@ def evaluate_runs(run_dirs: Sequence[str | Path], datasets: Sequence[Mapping[str
                                     "vision_layer_name", "text_layer_name", "n_train")}
         run.update(spec.variant.values(), vision=spec.vision, text=spec.text, size=spec.size.component,
                    lambda_at_best=info.get("lambda_at_best"))
+        if "csa_fit" in info:  # the CCA fit's regime: the tables mark degenerate (d >= n) CSA fits (§4.3)
+            run["csa_fit"] = info["csa_fit"]
         write_json(Path(run_dir) / "metrics.json", {"run": run, "datasets": res})
 

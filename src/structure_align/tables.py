@@ -214,20 +214,43 @@ def _gain_names(table: pd.DataFrame) -> list[str]:
     return [c[len(GAIN):] for c in table.columns if c.startswith(GAIN) and not c.endswith((" lo", " hi"))]
 
 
-def table_markdown(table: pd.DataFrame) -> str:
-    """GitHub markdown of the main table (mean ± std over seeds; paired gains with their 95 % CI)."""
+def degenerate_csa_fits(tidy: pd.DataFrame, variants: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], list[int]]:
+    """``{(encoders, method label): [training sizes]}`` of the CSA runs whose CCA was fitted in the degenerate regime
+    (a singular covariance, d >= n; docs/method.md §4.3), read from the ``run.csa_fit`` record that evaluation copies
+    from each run's ``train.json``."""
+    flagged = [src for src in sorted(tidy["source"].unique())
+               if (json.loads(Path(src).read_text(encoding="utf-8"))["run"].get("csa_fit") or {}).get("degenerate")]
+    if not flagged:
+        return {}
+    frame = attach_variants(tidy[tidy["source"].isin(flagged)], variants)
+    return {(enc, var): sorted(int(n) for n in grp.n_train.unique())
+            for (enc, _, var), grp in frame.groupby(["encoders", "variant_order", "variant"], sort=True)}
+
+
+def _degenerate_note(degenerate: Mapping[tuple[str, str], Sequence[int]]) -> str:
+    parts = [f"{enc}, {var}: N = {', '.join(map(str, sizes))}" for (enc, var), sizes in degenerate.items()]
+    return ("\n† CSA fitted in the degenerate regime (a singular feature covariance, d >= n): relative ridge 1e-3 "
+            "and only the canonical directions the data determine instead of the released reg = 0 "
+            "(docs/method.md §4.3). " + "; ".join(parts) + ".\n")
+
+
+def table_markdown(table: pd.DataFrame, degenerate: Mapping[tuple[str, str], Sequence[int]] | None = None) -> str:
+    """GitHub markdown of the main table (mean ± std over seeds; paired gains with their 95 % CI). ``degenerate``
+    (:func:`degenerate_csa_fits`) marks those rows † at the table's size and lists every size in a footnote."""
     titles, gains = _titles(table), _gain_names(table)
+    degenerate = degenerate or {}
     header = ["Encoders", "Method", "pairs", "seeds", *titles, REL_COLUMN]
     if gains:
         header += [COMPARED] + [f"Δ {SUMMARY_LABELS.get(g, g)} [95 % CI]" for g in gains]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
     for _, r in table.iterrows():
-        cells = [r.encoders, r.method, str(r.n_train_pairs), str(r.n_seeds)]
+        mark = " †" if r.n_train_pairs in degenerate.get((r.encoders, r.method), ()) else ""
+        cells = [r.encoders, r.method + mark, str(r.n_train_pairs), str(r.n_seeds)]
         cells += [_cell(r[t], r[f"{t} std"], r.n_seeds) for t in titles] + [_rel(r[REL_COLUMN])]
         if gains:
             cells += [r[COMPARED] or "—"] + [_gain_cell(r, g) for g in gains]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + (_degenerate_note(degenerate) if degenerate else "")
 
 
 def _tex_escape(text: str) -> str:

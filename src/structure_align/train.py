@@ -36,7 +36,8 @@ EpochMetrics = Callable[[nn.Module], dict[str, float]]
 class TrainResult:
     """``aligner`` (eval mode, best weights), per-epoch ``history``, ``best_epoch`` (0-based, -1 for CSA), ``lr``,
     ``lambda_at_best`` (λ_t of the restored epoch's last step; the full λ for CSA + R_S, 0 without R_S) and
-    ``warmup_steps`` (length of the λ ramp this run used)."""
+    ``warmup_steps`` (length of the λ ramp this run used); ``csa_fit`` is the CCA fit's regime for CSA
+    (:meth:`structure_align.csa.CCAResult.fit_info`), None for the heads."""
 
     aligner: nn.Module
     history: list[dict[str, Any]]
@@ -44,6 +45,7 @@ class TrainResult:
     lr: float
     lambda_at_best: float = 0.0
     warmup_steps: int = 0
+    csa_fit: dict[str, Any] | None = None
 
 
 def _check_features(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor | None,
@@ -216,7 +218,7 @@ def _train_csa(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, device: torch
                             whiten_after=cfg.csa_whiten)
         history = [{"epoch": i, "train_loss": v, "lr": cfg.csa_lr} for i, v in enumerate(losses)]
     return TrainResult(aligner=csa.eval(), history=history, best_epoch=-1, lr=cfg.csa_lr if refine else 0.0,
-                       lambda_at_best=float(cfg.rs_lambda))
+                       lambda_at_best=float(cfg.rs_lambda), csa_fit=csa.fit_info)
 
 
 def _non_default_rs(rs: dict[str, Any]) -> dict[str, Any]:
