@@ -9,7 +9,8 @@ from http_fixture import FileServer
 from paper_fixtures import write_local, write_published
 
 from structure_align.data import acquire, build_manifest, read_manifest
-from structure_align.data.imagenet import disambiguate_classnames, openai_imagenet
+from structure_align.data.imagenet import disambiguate_classnames
+from structure_align.data.prompts import released_classnames
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def test_caltech_without_test_images_is_a_clear_error(resources: Path, tmp_path:
 
 
 def test_imagenet_duplicate_names_are_disambiguated() -> None:
-    names, _ = openai_imagenet()
+    names = released_classnames("imagenet")
     fixed, renamed = disambiguate_classnames(names)
     assert len(set(fixed)) == 1000 and renamed == {744: "projectile", 836: "sunglass"}
     assert fixed[657] == "missile" and fixed[837] == "sunglasses"

@@ -122,4 +122,5 @@ def test_raw_prototypes_reach_exactly_the_csa_runs(toy_data: ToyData, monkeypatc
     monkeypatch.setattr(ev, "evaluate_set", spy)
     steps.evaluate_runs(runs, toy_data.eval_records(), device="cpu",
                         evaluation={"duplicate_gallery": False, "batch_size": 64, "csa_raw_prototypes": raw})
-    assert seen == [("HeadAligner", False)] * 2 + [("CSA", raw)] * 2
+    # one call per (run, dataset); the step may visit the datasets in either loop order
+    assert sorted(seen) == sorted([("HeadAligner", False)] * 2 + [("CSA", raw)] * 2)

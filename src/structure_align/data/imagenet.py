@@ -18,7 +18,6 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 
 import pandas as pd
 
@@ -57,31 +56,6 @@ def disambiguate_classnames(names: Sequence[str]) -> tuple[list[str], dict[int, 
         if seen[name] > 1:
             out[i] = renamed[i] = f"{name} ({seen[name]})"
     return out, renamed
-
-
-def _open_clip_metadata() -> ModuleType:
-    """open_clip's ``zero_shot_metadata`` module, loaded from its file.
-
-    Importing it through ``open_clip`` would import torch, timm and transformers (~10 s on a small CPU) for two
-    plain lists; the module itself imports nothing.
-    """
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("open_clip is not installed; it provides the ImageNet class names and templates")
-    path = Path(next(iter(spec.submodule_search_locations))) / "zero_shot_metadata.py"
-    file_spec = importlib.util.spec_from_file_location("_structure_align_open_clip_zsm", path)
-    if file_spec is None or file_spec.loader is None:
-        raise ModuleNotFoundError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(file_spec)
-    file_spec.loader.exec_module(module)
-    return module
-
-
-def openai_imagenet() -> tuple[list[str], list[str]]:
-    """The 1000 CLIP ImageNet class names (standard sorted-wnid order) and the 80 OpenAI templates, from open_clip."""
-    zsm = _open_clip_metadata()
-    templates = [t("{}") if callable(t) else str(t) for t in zsm.OPENAI_IMAGENET_TEMPLATES]
-    return list(zsm.IMAGENET_CLASSNAMES), templates
 
 
 def read_class_mapping(path: Path, folders: Sequence[str]) -> list[str]:

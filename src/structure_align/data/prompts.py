@@ -20,12 +20,13 @@ Every manifest built here records the choice, the origin and the sha256 of the p
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from functools import lru_cache
 from importlib.resources import files
 from typing import Any
+
+from ..io import sha256_bytes
 
 PACKAGE_FILE = "released_zeroshot.json"
 # manifest dataset name -> key of the released consts.py
@@ -58,7 +59,7 @@ def _package() -> dict[str, Any]:
 
 def package_sha256() -> str:
     """sha256 of the installed package data (the lists' version)."""
-    return hashlib.sha256(_package_text().encode("utf-8")).hexdigest()
+    return sha256_bytes(_package_text().encode("utf-8"))
 
 
 def rule_token(dataset: str) -> str:
