@@ -250,6 +250,7 @@ def test_sigkilled_extraction_resumes_byte_identical(tmp_path, models, caplog):
         proc.kill()
         proc.wait()
     assert 4 <= done < 20 and not out.exists()
+    caplog.clear()  # only the resumed run's records (the clean run above may have logged too)
     with caplog.at_level(logging.INFO, logger="structure_align.extract"):
         extract_features(manifest, vit, out, batch_size=2, device="cpu", progress=False, chunk_batches=2)
     resumed = json.loads(caplog.text.split("resumed after ")[1].split(")")[0]) if "resumed after" in caplog.text \
