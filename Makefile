@@ -17,8 +17,9 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # profile's `resources:`, so gpu=1 (one GPU job at a time) is repeated here.
 MEM_MB ?= $(shell awk '/^MemAvailable:/ {print int($$2 / 1024)}' /proc/meminfo 2>/dev/null || echo 4096)
 RESOURCES := --resources gpu=1 mem_mb=$(MEM_MB)
-SNAKEMAKE := workflow/scripts/snakemake-locked --workflow-profile workflow/profiles/default --cores $(CORES) \
-	$(RESOURCES)
+# (--resources takes every following word: it must not be the last option before a target name)
+SNAKEMAKE := workflow/scripts/snakemake-locked --workflow-profile workflow/profiles/default $(RESOURCES) \
+	--cores $(CORES)
 SMOKE := --configfile workflow/configs/smoke.yaml
 # after a target that writes the dvc.yaml stages' outputs: `dvc commit -f` records them in the DVC cache and dvc.lock,
 # so `dvc status` is clean and `dvc exp run` finds them (docs/workflow.md "DVC"); inodes and mtimes are kept

@@ -21,6 +21,16 @@ def tab10(index: int) -> tuple[int, int, int]:
     return tuple(round(255 * c) for c in colormaps["tab10"].colors[index])  # type: ignore[return-value]
 
 
+def on_white(rgb: tuple[int, int, int], alpha: float) -> tuple[int, int, int]:
+    """``rgb`` drawn with opacity ``alpha`` over a white background (matplotlib's ``alpha=`` markers)."""
+    return tuple(round(alpha * c + (1 - alpha) * 255) for c in rgb)  # type: ignore[return-value]
+
+
+def has_colour(colours: set[tuple[int, int, int]], rgb: tuple[int, int, int], tol: int = 1) -> bool:
+    """Some pixel within ``tol`` per channel of ``rgb`` (antialiasing and rounding of blended colours)."""
+    return any(all(abs(c[i] - rgb[i]) <= tol for i in range(3)) for c in colours)
+
+
 def png_colours(png: Path) -> set[tuple[int, int, int]]:
     with Image.open(png) as im:
         return {rgb for _, rgb in im.convert("RGB").getcolors(1 << 24)}
