@@ -104,6 +104,19 @@ def _expect(path: Path, meta: dict[str, str], key: str, expected: str | None) ->
         raise FeatureFileError(f"{path}: metadata key {key!r} = {meta.get(key)!r}, expected {expected!r}")
 
 
+def layer_layout(path: Path, meta: dict[str, str]) -> tuple[int, int, list[str]]:
+    """``(n_rows, n_layers, layer_names)`` from a feature file's metadata, checked for consistency."""
+    try:
+        n_rows, n_layers = int(meta["n_rows"]), int(meta["n_layers"])
+        layer_names = json.loads(meta["layer_names"])
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise FeatureFileError(f"{path}: metadata keys 'n_rows'/'n_layers'/'layer_names' are malformed ({exc})") \
+            from exc
+    if not isinstance(layer_names, list) or len(layer_names) != n_layers:
+        raise FeatureFileError(f"{path}: metadata key 'layer_names' does not have n_layers = {n_layers} entries")
+    return n_rows, n_layers, layer_names
+
+
 def load_features(path: str | os.PathLike, *, encoder: str | None = None, modality: str | None = None,
                   manifest_sha256: str | None = None, dataset: str | None = None) -> FeatureSet:
     """Load a feature file; every given expectation must match its metadata (else :class:`FeatureFileError`).
@@ -120,15 +133,7 @@ def load_features(path: str | os.PathLike, *, encoder: str | None = None, modali
     _expect(path, meta, "modality", modality)
     _expect(path, meta, "manifest_sha256", manifest_sha256)
     _expect(path, meta, "dataset", dataset)
-    try:
-        n_rows, n_layers = int(meta["n_rows"]), int(meta["n_layers"])
-        layer_names = json.loads(meta["layer_names"])
-    except (ValueError, json.JSONDecodeError) as exc:
-        raise FeatureFileError(f"{path}: metadata keys 'n_rows'/'n_layers'/'layer_names' are malformed ({exc})") \
-            from exc
-    if not isinstance(layer_names, list) or len(layer_names) != n_layers:
-        raise FeatureFileError(f"{path}: metadata key 'layer_names' has {len(layer_names)} entries, "
-                               f"n_layers = {n_layers}")
+    n_rows, n_layers, layer_names = layer_layout(path, meta)
     layers: list[torch.Tensor] = []
     groups: torch.Tensor | None = None
     try:

@@ -13,7 +13,6 @@ float32 is exact, and rows come back in the order asked for.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .features import FeatureFileError, _expect, _read_header, feature_file_info, layer_key
+from .features import FeatureFileError, _expect, _read_header, feature_file_info, layer_key, layer_layout
 from .io import ST_TO_NP, FileFormatError, verify_tensor
 
 # the most bytes of a file one read holds at a time (rows in between the asked ones are skipped block by block)
@@ -124,14 +123,7 @@ def open_features(path: str | os.PathLike, *, encoder: str | None = None, modali
                        ("dataset", dataset)):
         _expect(path, meta, key, value)
     header, start = _read_header(path)
-    try:
-        n_rows, n_layers = int(meta["n_rows"]), int(meta["n_layers"])
-        layer_names = json.loads(meta["layer_names"])
-    except (ValueError, json.JSONDecodeError) as exc:
-        raise FeatureFileError(f"{path}: metadata keys 'n_rows'/'n_layers'/'layer_names' are malformed ({exc})") \
-            from exc
-    if not isinstance(layer_names, list) or len(layer_names) != n_layers:
-        raise FeatureFileError(f"{path}: metadata key 'layer_names' does not have n_layers = {n_layers} entries")
+    n_rows, n_layers, layer_names = layer_layout(path, meta)
     entries = []
     for i in range(n_layers):
         entry = header.get(layer_key(i))
